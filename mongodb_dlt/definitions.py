@@ -1,0 +1,55 @@
+"""The ``Definitions`` that ``dagster dev`` loads (``[tool.dagster] module_name``), built from the YAML.
+
+Loading reads the YAML only: nothing connects to MongoDB or the destination until a run starts.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from mongodb_dlt.config import ProjectConfig, load_config
+from mongodb_dlt.factory import DESTINATION_TAG, LOADER_RESOURCE_KEY, destination_pool, dlt_asset_factory
+from mongodb_dlt.loader import MongoDltLoader
+
+PIPELINES_DIR_ENV = "MONGODB_DLT_PIPELINES_DIR"
+ALL_COLLECTIONS_JOB = "mongodb_all"
+
+
+def build_definitions(config: ProjectConfig) -> dg.Definitions:
+    assets = dlt_asset_factory(config)
+    jobs = [dg.define_asset_job(ALL_COLLECTIONS_JOB, selection=dg.AssetSelection.assets(*assets))]
+    schedules = []
+    for database, assets_def in zip(config.databases.values(), assets, strict=True):
+        if database.schedule is None:
+            continue
+        job = dg.define_asset_job(f"mongodb_{database.name}_job", selection=dg.AssetSelection.assets(assets_def))
+        jobs.append(job)
+        schedules.append(
+            dg.ScheduleDefinition(
+                name=f"mongodb_{database.name}_schedule", job=job, cron_schedule=database.schedule
+            )
+        )
+    executor = dg.multiprocess_executor
+    if destination_pool(config):
+        # One writer per DuckDB file: databases of one run take turns; collections of one database still
+        # load in parallel inside their op. Across runs, give the pool a limit of 1 in dagster.yaml.
+        executor = executor.configured(
+            {"tag_concurrency_limits": [{"key": DESTINATION_TAG, "value": config.destination.type, "limit": 1}]},
+            name="mongodb_dlt_executor",
+        )
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs,
+        schedules=schedules,
+        resources={
+            LOADER_RESOURCE_KEY: MongoDltLoader.from_config(
+                config.destination, pipelines_dir=os.environ.get(PIPELINES_DIR_ENV)
+            )
+        },
+        executor=executor,
+    )
+
+
+defs = build_definitions(load_config())

@@ -1,0 +1,140 @@
+"""``dlt_asset_factory``: one Dagster multi-asset per configured database, one asset per collection.
+
+The factory only knows specs, selection, fan-out and results: reading MongoDB is source.py's job and loading
+is the loader resource's. Selected collections load in parallel threads (up to the database's
+``max_parallel_collections``); each success is reported as soon as it lands, and the step fails at the end with
+one error naming every failed collection, so Dagster records the siblings as materialized and "re-execute from
+asset failure" repeats only the failed ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+import dagster as dg
+
+from mongodb_dlt.config import CollectionConfig, DatabaseConfig, ProjectConfig
+from mongodb_dlt.loader import CollectionLoadResult, MongoDltLoader
+
+LOADER_RESOURCE_KEY = "mongodb_dlt"
+# Op tag that the executor's tag_concurrency_limits (definitions.py) keys on for single-writer destinations.
+DESTINATION_TAG = "mongodb_dlt/destination"
+# Destinations that allow one writing process at a time.
+SINGLE_WRITER_DESTINATIONS = frozenset({"duckdb"})
+
+
+def asset_key(database: DatabaseConfig, collection: CollectionConfig) -> dg.AssetKey:
+    return dg.AssetKey([*database.key_prefix, collection.asset_name])
+
+
+def destination_pool(config: ProjectConfig) -> str | None:
+    """The Dagster pool shared by every op that writes to a single-writer destination, else None."""
+    if config.destination.type in SINGLE_WRITER_DESTINATIONS:
+        return f"mongodb_dlt_{config.destination.type}"
+    return None
+
+
+def collection_spec(config: ProjectConfig, database: DatabaseConfig, collection: CollectionConfig) -> dg.AssetSpec:
+    table = f"{database.dataset}.{collection.table_name}"
+    how = collection.write_disposition
+    if collection.incremental:
+        how += f", incremental on `{collection.incremental.cursor_field}`"
+    return dg.AssetSpec(
+        key=asset_key(database, collection),
+        group_name=database.name,
+        kinds={"mongodb", config.destination.type},
+        description=collection.description
+        or f"MongoDB collection `{database.name}.{collection.name}` loaded by dlt into `{table}` ({how}).",
+        tags=dict(collection.tags),
+        metadata={
+            "dagster/table_name": table,
+            "mongodb/database": database.name,
+            "mongodb/collection": collection.name,
+            "write_disposition": collection.write_disposition,
+        },
+    )
+
+
+def _metadata(result: CollectionLoadResult) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "rows_loaded": dg.MetadataValue.int(result.rows_loaded),
+        "dagster/table_name": f"{result.dataset_name}.{result.table_name}",
+        "dagster/column_schema": dg.TableSchema(
+            columns=[
+                dg.TableColumn(name, data_type, constraints=dg.TableColumnConstraints(nullable=nullable))
+                for name, data_type, nullable in result.columns
+            ]
+        ),
+        "child_tables": dg.MetadataValue.json(dict(sorted(result.child_tables.items()))),
+        "duration_seconds": dg.MetadataValue.float(round(result.duration_seconds, 3)),
+        "attempts": dg.MetadataValue.int(result.attempts),
+        "schema_changes": dg.MetadataValue.md("\n".join(result.schema_changes) or "no changes"),
+        "load_ids": dg.MetadataValue.text(", ".join(result.load_ids) or "nothing new to load"),
+    }
+    if result.cursor_field:
+        metadata["incremental_cursor_field"] = dg.MetadataValue.text(result.cursor_field)
+        metadata["incremental_cursor_before"] = dg.MetadataValue.text(str(result.cursor_before))
+        metadata["incremental_cursor_after"] = dg.MetadataValue.text(str(result.cursor_after))
+    return metadata
+
+
+def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.AssetsDefinition:
+    collections_by_key = {asset_key(database, c): c for c in database.collections.values()}
+    pool = destination_pool(config)
+
+    @dg.multi_asset(
+        name=f"mongodb_{database.name}",
+        specs=[collection_spec(config, database, c) for c in database.collections.values()],
+        can_subset=True,
+        pool=pool,
+        op_tags={DESTINATION_TAG: config.destination.type} if pool else None,
+        required_resource_keys={LOADER_RESOURCE_KEY},
+        description=f"Loads the selected collections of MongoDB database `{database.name}` into dataset "
+        f"`{database.dataset}`.",
+    )
+    def _load_database(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        loader: MongoDltLoader = getattr(context.resources, LOADER_RESOURCE_KEY)
+        selected = [(key, c) for key, c in collections_by_key.items() if key in context.selected_asset_keys]
+        context.log.info(
+            f"Loading {len(selected)} collection(s) of {database.name} into {database.dataset}, "
+            f"{min(len(selected), database.max_parallel_collections)} at a time: "
+            + ", ".join(c.name for _, c in selected)
+        )
+        failed: list[CollectionLoadResult] = []
+        with ThreadPoolExecutor(
+            max_workers=database.max_parallel_collections, thread_name_prefix=f"mongodb_{database.name}"
+        ) as pool_executor:
+            futures = {
+                pool_executor.submit(loader.load_collection, collection, database.dataset, context.log): key
+                for key, collection in selected
+            }
+            for future in as_completed(futures):
+                result = future.result()
+                if not result.succeeded:
+                    failed.append(result)
+                    continue
+                context.log.info(
+                    f"{database.name}.{result.collection}: {result.rows_loaded} rows into "
+                    f"{result.dataset_name}.{result.table_name} in {result.duration_seconds:.1f}s"
+                )
+                yield dg.MaterializeResult(asset_key=futures[future], metadata=_metadata(result))
+        if failed:
+            raise dg.Failure(
+                description=f"{len(failed)} of {len(selected)} collection(s) of {database.name} failed: "
+                + "; ".join(f"{r.collection}: {r.error}" for r in failed),
+                metadata={
+                    "failed_collections": dg.MetadataValue.json(
+                        {r.collection: {"error": r.error, "attempts": r.attempts} for r in failed}
+                    )
+                },
+                allow_retries=False,
+            )
+
+    return _load_database
+
+
+def dlt_asset_factory(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+    """One ``@multi_asset`` per database in ``config``, each with one ``can_subset`` output per collection."""
+    return [_database_asset(config, database) for database in config.databases.values()]

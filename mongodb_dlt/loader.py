@@ -1,0 +1,299 @@
+"""The Dagster resource that owns the destination and loads one collection through one dlt pipeline.
+
+Each collection has its own pipeline (``mongodb_dlt__<database>__<collection>``), so its incremental state,
+its pending packages and its failures never touch a sibling's. Every pipeline of a database writes into that
+database's dataset. Extract and normalize run in parallel; the load step (and the state sync that reads the
+destination) is serialized per destination inside the process, because several dlt pipelines committing to one
+DuckDB catalog at once fail with write-write conflicts. Across processes, Dagster's executor concurrency
+limits and pools keep two writers off one DuckDB file (see factory.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+import dlt
+import pymongo.errors
+from dlt.common.destination import Destination
+from dlt.common.pipeline import NormalizeInfo
+from dlt.common.schema import Schema
+from pydantic import Field
+
+from mongodb_dlt.config import CollectionConfig, DestinationConfig, mask_secrets, resolve_connection_url
+from mongodb_dlt.source import mongodb_collection
+
+# Errors a retry with backoff can cure: the server or the network had a moment, or a cursor timed out.
+# AutoReconnect covers ConnectionFailure's transient children (NetworkTimeout, ServerSelectionTimeoutError).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    pymongo.errors.AutoReconnect,
+    pymongo.errors.CursorNotFound,
+    pymongo.errors.ExecutionTimeout,
+    pymongo.errors.WaitQueueTimeoutError,
+)
+
+PROGRESS_LOG_EVERY_SECONDS = 10.0
+
+_destination_locks: dict[str, threading.Lock] = {}
+_destination_locks_guard = threading.Lock()
+
+
+@contextmanager
+def _destination_write_lock(destination_id: str) -> Iterator[None]:
+    with _destination_locks_guard:
+        lock = _destination_locks.setdefault(destination_id, threading.Lock())
+    with lock:
+        yield
+
+
+@dataclass(frozen=True)
+class CollectionLoadResult:
+    """What one collection's load did, success or failure: the factory turns it into Dagster events."""
+
+    database: str
+    collection: str
+    dataset_name: str
+    table_name: str
+    rows_loaded: int = 0
+    child_tables: dict[str, int] = field(default_factory=dict)
+    columns: list[tuple[str, str, bool]] = field(default_factory=list)
+    schema_changes: list[str] = field(default_factory=list)
+    cursor_field: str | None = None
+    cursor_before: Any = None
+    cursor_after: Any = None
+    duration_seconds: float = 0.0
+    attempts: int = 1
+    load_ids: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when ``error`` or anything in its cause chain is a transient MongoDB error."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, TRANSIENT_ERRORS):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def describe_error(error: BaseException) -> str:
+    """The innermost meaningful message of a (dlt-wrapped) error, secrets masked."""
+    root = error
+    while isinstance(root, dlt.pipeline.exceptions.PipelineStepFailed) and root.__cause__ is not None:
+        root = root.__cause__
+    if (
+        type(root).__name__ == "ResourceExtractionError"
+        and root.__cause__ is not None
+    ):
+        root = root.__cause__
+    return mask_secrets(f"{type(root).__name__}: {root}")
+
+
+def _incremental_state(pipeline: dlt.Pipeline, resource_name: str, cursor_field: str) -> Any:
+    sources = pipeline.state.get("sources", {})
+    for source_state in sources.values():
+        incremental = source_state.get("resources", {}).get(resource_name, {}).get("incremental", {})
+        if cursor_field in incremental:
+            return incremental[cursor_field].get("last_value")
+    return None
+
+
+def _schema_changes(schema_update: dict[str, Any]) -> list[str]:
+    changes = []
+    for table_name, table in sorted(schema_update.items()):
+        if table_name.startswith("_dlt"):
+            continue
+        columns = table.get("columns", {})
+        described = ", ".join(
+            f"`{name}` {column.get('data_type', '?')}" for name, column in columns.items()
+        )
+        changes.append(f"- `{table_name}`: {described}" if described else f"- `{table_name}`")
+    return changes
+
+
+def _table_columns(schema: Schema, table_name: str) -> list[tuple[str, str, bool]]:
+    if table_name not in schema.tables:
+        return []
+    return [
+        (name, str(column.get("data_type", "unknown")), bool(column.get("nullable", True)))
+        for name, column in schema.get_table_columns(table_name).items()
+    ]
+
+
+class MongoDltLoader(dg.ConfigurableResource):
+    """Runs one collection through its own dlt pipeline into the destination named in the YAML."""
+
+    destination_type: str = Field(default="duckdb", description="dlt destination name, e.g. duckdb, bigquery")
+    destination_path: str | None = Field(default=None, description="DuckDB database file")
+    destination_project: str | None = Field(default=None, description="BigQuery project id")
+    destination_location: str | None = Field(default=None, description="BigQuery location")
+    destination_options: dict[str, Any] = Field(default_factory=dict)
+    loader_file_format: str = "parquet"
+    pipelines_dir: str | None = Field(
+        default=None, description="dlt working folder; dlt's default when unset. Disposable: state is restored"
+        " from the destination."
+    )
+
+    @classmethod
+    def from_config(cls, destination: DestinationConfig, pipelines_dir: str | None = None) -> MongoDltLoader:
+        return cls(
+            destination_type=destination.type,
+            destination_path=destination.path,
+            destination_project=destination.project,
+            destination_location=destination.location,
+            destination_options=dict(destination.options),
+            loader_file_format=destination.loader_file_format,
+            pipelines_dir=pipelines_dir,
+        )
+
+    @property
+    def destination_id(self) -> str:
+        """Identifies one writable destination: a DuckDB file, or a warehouse project."""
+        return f"{self.destination_type}:{self.destination_path or self.destination_project or ''}"
+
+    def destination(self) -> Destination[Any, Any]:
+        options: dict[str, Any] = dict(self.destination_options)
+        if self.destination_type == "duckdb" and self.destination_path:
+            options["credentials"] = self.destination_path
+        if self.destination_type == "bigquery":
+            if self.destination_location:
+                options["location"] = self.destination_location
+            if self.destination_project:
+                options["project_id"] = self.destination_project
+        return Destination.from_reference(self.destination_type, **options)
+
+    def pipeline(self, collection: CollectionConfig, dataset_name: str) -> dlt.Pipeline:
+        return dlt.pipeline(
+            pipeline_name=f"mongodb_dlt__{collection.database}__{collection.asset_name}",
+            pipelines_dir=self.pipelines_dir,
+            destination=self.destination(),
+            dataset_name=dataset_name,
+        )
+
+    def load_collection(
+        self, collection: CollectionConfig, dataset_name: str, log: logging.Logger | None = None
+    ) -> CollectionLoadResult:
+        """Load one collection, retrying transient errors with exponential backoff. Never raises for a
+        failure of the collection itself: the error is in the result so siblings keep going."""
+        log = log or logging.getLogger(__name__)
+        started = time.monotonic()
+        attempts = collection.retries.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                result = self._load_once(collection, dataset_name, log)
+            except Exception as error:
+                message = describe_error(error)
+                if attempt < attempts and is_transient(error):
+                    delay = collection.retries.backoff_seconds * 2 ** (attempt - 1)
+                    log.warning(
+                        f"{collection.database}.{collection.name}: attempt {attempt}/{attempts} failed"
+                        f" with a transient error ({message}); retrying in {delay:g}s"
+                    )
+                    time.sleep(delay)
+                    continue
+                log.error(f"{collection.database}.{collection.name}: failed after {attempt} attempt(s): {message}")
+                return CollectionLoadResult(
+                    database=collection.database,
+                    collection=collection.name,
+                    dataset_name=dataset_name,
+                    table_name=collection.table_name,
+                    duration_seconds=time.monotonic() - started,
+                    attempts=attempt,
+                    error=message,
+                )
+            return CollectionLoadResult(
+                **{**result, "duration_seconds": time.monotonic() - started, "attempts": attempt}
+            )
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _load_once(self, collection: CollectionConfig, dataset_name: str, log: logging.Logger) -> dict[str, Any]:
+        pipeline = self.pipeline(collection, dataset_name)
+        cursor_field = collection.incremental.cursor_field if collection.incremental else None
+        with _destination_write_lock(self.destination_id):
+            # Restores state and schema from the destination when the working folder is new or was lost,
+            # and finishes a package a previous run normalized but did not load.
+            pipeline.sync_destination()
+            if pipeline.has_pending_data:
+                log.info(f"{collection.database}.{collection.name}: loading a package left by an earlier run")
+                pipeline.normalize()
+                pipeline.load()
+        cursor_before = _incremental_state(pipeline, collection.table_name, cursor_field) if cursor_field else None
+
+        resource = mongodb_collection(
+            resolve_connection_url(collection),
+            collection.database,
+            collection.name,
+            filter=collection.filter,
+            projection=collection.projection,
+            limit=collection.limit,
+            incremental=collection.incremental,
+            write_disposition=collection.write_disposition,
+            primary_key=collection.primary_key,
+            batch_size=collection.batch_size,
+            max_table_nesting=collection.max_table_nesting,
+            json_paths=collection.json_paths,
+            max_object_keys=collection.max_object_keys,
+            table_name=collection.table_name,
+        )
+        resource.add_map(_ProgressLogger(f"{collection.database}.{collection.name}", log))
+        pipeline.extract(resource, loader_file_format=self.loader_file_format)  # type: ignore[arg-type]
+        normalize_info: NormalizeInfo = pipeline.normalize()
+        with _destination_write_lock(self.destination_id):
+            load_info = pipeline.load()
+
+        row_counts = {
+            table: count for table, count in normalize_info.row_counts.items() if not table.startswith("_dlt")
+        }
+        schema_update: dict[str, Any] = {}
+        for package in load_info.load_packages:
+            schema_update.update(package.schema_update)
+        schema = pipeline.default_schema
+        return {
+            "database": collection.database,
+            "collection": collection.name,
+            "dataset_name": dataset_name,
+            "table_name": collection.table_name,
+            "rows_loaded": row_counts.pop(collection.table_name, 0),
+            "child_tables": row_counts,
+            "columns": _table_columns(schema, collection.table_name),
+            "schema_changes": _schema_changes(schema_update),
+            "cursor_field": cursor_field,
+            "cursor_before": cursor_before,
+            "cursor_after": _incremental_state(pipeline, collection.table_name, cursor_field)
+            if cursor_field
+            else None,
+            "load_ids": list(load_info.loads_ids),
+        }
+
+
+class _ProgressLogger:
+    """Counts documents as dlt extracts them and logs the running total at most every few seconds."""
+
+    def __init__(self, label: str, log: logging.Logger) -> None:
+        self.label = label
+        self.log = log
+        self.documents = 0
+        self.started = time.monotonic()
+        self.last_logged = self.started
+
+    def __call__(self, document: Any) -> Any:
+        self.documents += 1
+        now = time.monotonic()
+        if now - self.last_logged >= PROGRESS_LOG_EVERY_SECONDS:
+            self.last_logged = now
+            rate = self.documents / (now - self.started)
+            self.log.info(f"{self.label}: {self.documents} documents read ({rate:,.0f}/s)")
+        return document
