@@ -171,22 +171,17 @@ def _run_demo(demo_config: Path, duckdb_file: Path) -> int:
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         metadata = materialization.metadata
-        child_tables = metadata["child_tables"].value
-        tables = 1 + (child_tables.count("\n") - 1 if child_tables != "none" else 0)
+        tables = 1 + len(metadata["child_tables"].value)
         rows.append(
             (materialization.asset_key.to_user_string(), metadata["rows_loaded"].value, tables,
              f"{metadata['duration_seconds'].value:.2f}")
         )
     print(_table(sorted(rows), ("asset", "rows", "tables", "seconds")))
     print(f"\nDuckDB file: {duckdb_file}  ({time.monotonic() - started:.1f}s in all)")
-    if not result.success:
-        failure = result.failure_data_for_node
-        for node in result.dagster_run.step_keys_to_execute or []:
-            data = failure(node)
-            if data:
-                print(f"failed: {node}: {data.error.message if data.error else data}", file=sys.stderr)
-        return 1
-    return 0
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            print(f"failed: {event.step_failure_data.error.message.strip()}", file=sys.stderr)
+    return 0 if result.success else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
