@@ -1,0 +1,228 @@
+"""End to end: YAML -> Dagster (multiprocess executor, GraphQL launches) -> our source over a real socket to the
+MongoDB stand-in -> dlt -> DuckDB. Each test asserts what a user would check in the warehouse and in Dagster."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import dagster as dg
+import pytest
+from bson import Decimal128, ObjectId
+
+from mongodb_dlt.testing import MongoStandIn
+from mongodb_dlt_tests.conftest import Project
+from mongodb_dlt_tests.dagster_runs import (
+    execute,
+    graphql,
+    launch,
+    materialization_metadata,
+    materialized_keys,
+    reexecute_from_asset_failure,
+    step_failure_messages,
+    wait_for_run,
+)
+
+CONFIG = """
+defaults:
+  connection_url: ${MONGODB_URI}
+  retries: {max_attempts: 3, backoff_seconds: 0.1}
+  batch_size: 50
+destination:
+  type: duckdb
+  path: {duckdb}
+dataset_prefix: mongo
+databases:
+  shop:
+    max_parallel_collections: 3
+    collections:
+      orders: {}
+      customers: {}
+      events:
+        incremental: {cursor_field: ts, initial_value: "2024-01-01T00:00:00Z"}
+        write_disposition: append
+  crm: [contacts]
+"""
+
+ORDERS, CUSTOMERS, EVENTS, CONTACTS = 120, 40, 200, 30
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+KEY = {
+    "orders": dg.AssetKey(["raw_shop", "orders"]),
+    "customers": dg.AssetKey(["raw_shop", "customers"]),
+    "events": dg.AssetKey(["raw_shop", "events"]),
+    "contacts": dg.AssetKey(["raw_crm", "contacts"]),
+}
+SHOP = [KEY["orders"], KEY["customers"], KEY["events"]]
+
+
+def insert_events(standin: MongoStandIn, first: int, count: int) -> None:
+    standin.client.shop.events.insert_many(
+        [{"_id": ObjectId(), "seq": i, "ts": START + timedelta(minutes=i), "kind": "click"}
+         for i in range(first, first + count)]
+    )
+
+
+@pytest.fixture
+def seeded(project: Project, standin: MongoStandIn) -> Project:
+    shop = standin.client.shop
+    shop.orders.insert_many(
+        [
+            {
+                "_id": ObjectId(),
+                "number": i,
+                "total": Decimal128(f"{i}.25"),
+                "placed_at": START + timedelta(hours=i),
+                "items": [{"sku": f"sku-{j}", "qty": j + 1} for j in range(i % 3 + 1)],
+            }
+            for i in range(ORDERS)
+        ]
+    )
+    shop.customers.insert_many([{"_id": ObjectId(), "name": f"customer {i}", "vip": i % 2 == 0}
+                                for i in range(CUSTOMERS)])
+    insert_events(standin, 0, EVENTS)
+    standin.client.crm.contacts.insert_many([{"_id": ObjectId(), "email": f"c{i}@example.com"}
+                                             for i in range(CONTACTS)])
+    project.write_config(CONFIG)
+    return project
+
+
+def count(project: Project, table: str) -> int:
+    return int(project.scalar(f"select count(*) from {table}"))
+
+
+def finds_on(standin: MongoStandIn, database: str, collection: str) -> list[dict]:
+    return [c for c in standin.commands_seen(database, collection) if "find" in c]
+
+
+def test_full_load_of_two_databases_then_idempotent_rerun(
+    seeded: Project, standin: MongoStandIn, instance: dg.DagsterInstance
+) -> None:
+    first = execute(instance)
+    assert first.is_success, step_failure_messages(instance, first.run_id)
+    assert materialized_keys(instance, first.run_id) == set(KEY.values())
+    assert count(seeded, "mongo_shop.orders") == ORDERS
+    assert count(seeded, "mongo_shop.orders__items") == sum(i % 3 + 1 for i in range(ORDERS))
+    assert count(seeded, "mongo_shop.customers") == CUSTOMERS
+    assert count(seeded, "mongo_shop.events") == EVENTS
+    assert count(seeded, "mongo_crm.contacts") == CONTACTS
+    assert seeded.scalar("select total from mongo_shop.orders where number = 7") == Decimal("7.25")
+
+    metadata = materialization_metadata(instance, KEY["orders"])
+    assert metadata["rows_loaded"] == ORDERS
+    assert metadata["dagster/table_name"] == "mongo_shop.orders"
+    assert metadata["child_tables"] == {"orders__items": sum(i % 3 + 1 for i in range(ORDERS))}
+    columns = {column.name: column.type for column in metadata["dagster/column_schema"].columns}
+    assert columns["_id"] == "text" and columns["total"] == "decimal" and columns["placed_at"] == "timestamp"
+    assert "`orders`" in metadata["schema_changes"]
+
+    second = execute(instance)
+    assert second.is_success
+    assert count(seeded, "mongo_shop.orders") == ORDERS
+    assert count(seeded, "mongo_shop.orders__items") == sum(i % 3 + 1 for i in range(ORDERS))
+    assert count(seeded, "mongo_shop.events") == EVENTS
+    assert count(seeded, "mongo_crm.contacts") == CONTACTS
+    assert materialization_metadata(instance, KEY["orders"])["schema_changes"] == "no changes"
+
+
+def test_subset_reads_and_loads_only_the_selected_collection(
+    seeded: Project, standin: MongoStandIn, instance: dg.DagsterInstance
+) -> None:
+    run = execute(instance, [KEY["customers"]])
+    assert run.is_success
+    assert materialized_keys(instance, run.run_id) == {KEY["customers"]}
+    assert seeded.tables("mongo_shop") == {"customers"}
+    assert seeded.tables("mongo_crm") == set()
+    assert finds_on(standin, "shop", "customers")
+    assert not finds_on(standin, "shop", "orders") and not finds_on(standin, "crm", "contacts")
+
+
+def test_incremental_second_run_reads_only_new_documents(
+    seeded: Project, standin: MongoStandIn, instance: dg.DagsterInstance
+) -> None:
+    assert execute(instance, [KEY["events"]]).is_success
+    insert_events(standin, EVENTS, 25)
+    standin.clear_commands()
+
+    assert execute(instance, [KEY["events"]]).is_success
+    assert count(seeded, "mongo_shop.events") == EVENTS + 25
+    assert count(seeded, "(select distinct seq from mongo_shop.events)") == EVENTS + 25
+    metadata = materialization_metadata(instance, KEY["events"])
+    assert metadata["rows_loaded"] == 25
+    assert metadata["incremental_cursor_before"].startswith(str((START + timedelta(minutes=EVENTS - 1)).date()))
+    [find] = finds_on(standin, "shop", "events")
+    assert "$gte" in str(find["filter"]) and "ts" in str(find["filter"])
+    assert list(find["sort"].items()) == [("ts", 1)]
+
+
+def test_connection_dropped_mid_cursor_is_retried_without_duplicates(
+    seeded: Project, standin: MongoStandIn, instance: dg.DagsterInstance
+) -> None:
+    standin.drop_connection("shop", "events", after_batches=2, times=1)
+    run = execute(instance, [KEY["events"]])
+    assert run.is_success, step_failure_messages(instance, run.run_id)
+    assert count(seeded, "mongo_shop.events") == EVENTS
+    assert materialization_metadata(instance, KEY["events"])["attempts"] == 2
+
+
+def test_local_state_lost_is_restored_from_the_destination(
+    seeded: Project, standin: MongoStandIn, instance: dg.DagsterInstance
+) -> None:
+    assert execute(instance, [KEY["events"]]).is_success
+    shutil.rmtree(seeded.pipelines_dir)
+    insert_events(standin, EVENTS, 10)
+
+    assert execute(instance, [KEY["events"]]).is_success
+    assert count(seeded, "mongo_shop.events") == EVENTS + 10
+    assert materialization_metadata(instance, KEY["events"])["rows_loaded"] == 10
+
+
+def test_failed_collection_leaves_siblings_loaded_and_reexecution_repeats_only_it(
+    seeded: Project, standin: MongoStandIn, instance: dg.DagsterInstance
+) -> None:
+    standin.fail_collection("shop", "customers", code=13, message="not authorized on shop to execute command")
+    with graphql(instance, seeded.root) as context:
+        parent = wait_for_run(instance, launch(context, [*SHOP, KEY["contacts"]]))
+        assert parent.status == dg.DagsterRunStatus.FAILURE
+        assert materialized_keys(instance, parent.run_id) == {KEY["orders"], KEY["events"], KEY["contacts"]}
+        [message] = step_failure_messages(instance, parent.run_id)
+        assert "1 of 3 collection(s) of shop failed" in message
+        assert "customers" in message and "not authorized" in message
+
+        standin.clear_faults()
+        standin.clear_commands()
+        child = wait_for_run(instance, reexecute_from_asset_failure(context, parent.run_id))
+    assert child.status == dg.DagsterRunStatus.SUCCESS, step_failure_messages(instance, child.run_id)
+    assert child.asset_selection == {KEY["customers"]}
+    assert materialized_keys(instance, child.run_id) == {KEY["customers"]}
+    assert finds_on(standin, "shop", "customers") and not finds_on(standin, "shop", "orders")
+    assert count(seeded, "mongo_shop.customers") == CUSTOMERS
+    assert count(seeded, "mongo_shop.orders") == ORDERS
+
+
+def test_password_never_reaches_dagster_events(
+    seeded: Project, standin: MongoStandIn, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret_uri = standin.uri.replace("mongodb://", "mongodb://loader:Sup3rS3cret@")
+    monkeypatch.setenv("MONGODB_URI", secret_uri)
+    run = execute(instance, [KEY["contacts"]])
+    assert not run.is_success
+    logs = [entry.user_message or "" for entry in instance.all_logs(run.run_id)]
+    logs += step_failure_messages(instance, run.run_id)
+    assert any("contacts" in line for line in logs)
+    assert not any("Sup3rS3cret" in line for line in logs)
+
+
+def test_definitions_load_without_connecting_to_mongodb(seeded: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        monkeypatch.setenv("MONGODB_URI", f"mongodb://127.0.0.1:{listener.getsockname()[1]}/")
+        code = "from mongodb_dlt.definitions import defs; print(len(defs.resolve_asset_graph().get_all_asset_keys()))"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+        assert done.stdout.strip() == "4"
+        with pytest.raises(BlockingIOError):
+            listener.accept()

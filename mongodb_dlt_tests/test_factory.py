@@ -1,0 +1,144 @@
+"""Spec generation, subsetting and failure semantics of the factory, with the loader replaced by a fake that
+records what it was asked to load (the real loader is covered end to end)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mongodb_dlt.config import CollectionConfig, ProjectConfig, load_config
+from mongodb_dlt.definitions import ALL_COLLECTIONS_JOB, build_definitions
+from mongodb_dlt.factory import DESTINATION_TAG, LOADER_RESOURCE_KEY, dlt_asset_factory
+from mongodb_dlt.loader import CollectionLoadResult, MongoDltLoader
+
+YAML = """
+defaults:
+  connection_url: ${MONGODB_URI}
+destination: {type: duckdb, path: warehouse.duckdb}
+databases:
+  sample_mflix: [comments, movies, theaters, users]
+  sample_analytics:
+    key_prefix: analytics/raw
+    dataset: analytics_raw
+    schedule: "0 * * * *"
+    max_parallel_collections: 2
+    collections:
+      accounts: {}
+      transactions: {incremental: {cursor_field: date}, write_disposition: append}
+      customers: {tags: {pii: "true"}}
+"""
+
+CALLS: list[tuple[str, str]] = []
+FAILING: set[str] = set()
+CONCURRENCY = {"now": 0, "peak": 0}
+_lock = threading.Lock()
+
+
+class RecordingLoader(MongoDltLoader):
+    """Pretends to load: records the call, fails the collections named in FAILING."""
+
+    def load_collection(
+        self, collection: CollectionConfig, dataset_name: str, log: logging.Logger | None = None
+    ) -> CollectionLoadResult:
+        with _lock:
+            CALLS.append((collection.database, collection.name))
+            CONCURRENCY["now"] += 1
+            CONCURRENCY["peak"] = max(CONCURRENCY["peak"], CONCURRENCY["now"])
+        time.sleep(0.05)
+        with _lock:
+            CONCURRENCY["now"] -= 1
+        return CollectionLoadResult(
+            database=collection.database,
+            collection=collection.name,
+            dataset_name=dataset_name,
+            table_name=collection.table_name,
+            rows_loaded=len(collection.name),
+            columns=[("_id", "text", False)],
+            error=f"OperationFailure: boom in {collection.name}" if collection.name in FAILING else None,
+        )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ProjectConfig:
+    CALLS.clear()
+    FAILING.clear()
+    CONCURRENCY.update(now=0, peak=0)
+    path = tmp_path / "databases.yaml"
+    path.write_text(YAML)
+    return load_config(path)
+
+
+def materialize(config: ProjectConfig, selection: list[str] | None = None) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        dlt_asset_factory(config),
+        selection=selection,
+        resources={LOADER_RESOURCE_KEY: RecordingLoader()},
+        raise_on_error=False,
+    )
+
+
+def test_one_multi_asset_per_database_with_one_spec_per_collection(config: ProjectConfig) -> None:
+    mflix, analytics = dlt_asset_factory(config)
+    assert mflix.op.name == "mongodb_sample_mflix" and analytics.op.name == "mongodb_sample_analytics"
+    assert mflix.can_subset and analytics.can_subset
+    assert [k.to_user_string() for k in mflix.keys] == [
+        "raw_sample_mflix/comments", "raw_sample_mflix/movies", "raw_sample_mflix/theaters", "raw_sample_mflix/users"
+    ]
+    assert {k.to_user_string() for k in analytics.keys} == {
+        "analytics/raw/accounts", "analytics/raw/transactions", "analytics/raw/customers"
+    }
+    spec = next(s for s in analytics.specs if s.key.path[-1] == "transactions")
+    assert spec.group_name == "sample_analytics"
+    assert spec.kinds == {"mongodb", "duckdb"}
+    assert spec.metadata["dagster/table_name"] == "analytics_raw.transactions"
+    assert "incremental on `date`" in (spec.description or "")
+    customers = next(s for s in analytics.specs if s.key.path[-1] == "customers")
+    assert customers.tags["pii"] == "true"
+    assert analytics.op.tags[DESTINATION_TAG] == "duckdb"
+    assert analytics.op.pool == "mongodb_dlt_duckdb"
+
+
+def test_selecting_one_collection_loads_only_it(config: ProjectConfig) -> None:
+    result = materialize(config, ["raw_sample_mflix/movies"])
+    assert result.success
+    assert CALLS == [("sample_mflix", "movies")]
+    [event] = result.get_asset_materialization_events()
+    assert event.asset_key == dg.AssetKey(["raw_sample_mflix", "movies"])
+    assert event.materialization.metadata["rows_loaded"].value == len("movies")
+
+
+def test_collections_of_a_database_load_in_parallel_up_to_the_limit(config: ProjectConfig) -> None:
+    assert materialize(config, ["analytics/raw/*"]).success
+    assert sorted(CALLS) == [("sample_analytics", c) for c in ("accounts", "customers", "transactions")]
+    assert CONCURRENCY["peak"] == 2
+
+
+def test_a_failing_collection_fails_the_step_after_its_siblings_materialize(config: ProjectConfig) -> None:
+    FAILING.update({"movies", "users"})
+    result = materialize(config)
+    assert not result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {"raw_sample_mflix/comments", "raw_sample_mflix/theaters", "analytics/raw/accounts",
+                            "analytics/raw/transactions", "analytics/raw/customers"}
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "2 of 4 collection(s) of sample_mflix failed" in message
+    assert "movies: OperationFailure: boom in movies" in message and "users: OperationFailure" in message
+
+
+def test_definitions_jobs_schedules_and_single_writer_executor(config: ProjectConfig) -> None:
+    defs = build_definitions(config)
+    schedule = defs.resolve_schedule_def("mongodb_sample_analytics_schedule")
+    assert schedule.cron_schedule == "0 * * * *"
+    job = defs.resolve_job_def("mongodb_sample_analytics_job")
+    assert job.asset_layer.selected_asset_keys == {
+        dg.AssetKey(["analytics", "raw", c]) for c in ("accounts", "transactions", "customers")
+    }
+    assert len(defs.resolve_job_def(ALL_COLLECTIONS_JOB).asset_layer.selected_asset_keys) == 7
+    executor = defs.resolve_job_def(ALL_COLLECTIONS_JOB).executor_def
+    assert executor.name == "mongodb_dlt_executor"

@@ -1,0 +1,81 @@
+"""The loader resource's own decisions: destinations, transient-error detection, error text without secrets,
+and BigQuery up to the network boundary (extract and normalize run; nothing is sent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mongomock
+import pymongo.errors
+import pytest
+from bson import Decimal128, ObjectId
+
+from mongodb_dlt.config import DestinationConfig, load_config
+from mongodb_dlt.loader import MongoDltLoader, describe_error, is_transient
+from mongodb_dlt.source import mongodb_collection
+
+
+def test_transient_errors_are_found_through_dlt_wrapping() -> None:
+    try:
+        try:
+            raise pymongo.errors.AutoReconnect("connection closed")
+        except pymongo.errors.AutoReconnect as inner:
+            raise RuntimeError("extraction failed") from inner
+    except RuntimeError as wrapped:
+        assert is_transient(wrapped)
+    assert is_transient(pymongo.errors.CursorNotFound("cursor id 7 not found", code=43))
+    assert is_transient(pymongo.errors.NetworkTimeout("timed out"))
+    assert not is_transient(pymongo.errors.OperationFailure("not authorized", code=13))
+    assert not is_transient(ValueError("bad"))
+
+
+def test_error_descriptions_mask_passwords() -> None:
+    error = pymongo.errors.ServerSelectionTimeoutError("mongodb://app:hunter2@db.internal:27017 timed out")
+    text = describe_error(error)
+    assert "hunter2" not in text
+    assert "ServerSelectionTimeoutError" in text and "db.internal:27017" in text
+
+
+def test_duckdb_destination_uses_the_configured_file(tmp_path: Path) -> None:
+    loader = MongoDltLoader.from_config(DestinationConfig(type="duckdb", path=str(tmp_path / "w.duckdb")))
+    destination = loader.destination()
+    assert destination.destination_name == "duckdb"
+    assert loader.destination_id == f"duckdb:{tmp_path / 'w.duckdb'}"
+
+
+def test_bigquery_is_configured_from_yaml_and_normalizes_offline(tmp_path: Path) -> None:
+    path = tmp_path / "databases.yaml"
+    path.write_text(
+        "destination: {type: bigquery, project: acme-analytics, location: EU}\n"
+        "databases:\n  shop: [orders]\n"
+    )
+    config = load_config(path)
+    loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(tmp_path / "pipelines"))
+    destination = loader.destination()
+    assert destination.destination_name == "bigquery"
+    assert destination.config_params["location"] == "EU"
+    assert destination.config_params["project_id"] == "acme-analytics"
+
+    client = mongomock.MongoClient()
+    client.shop.orders.insert_many(
+        [{"_id": ObjectId(), "n": i, "total": Decimal128("1.50"), "lines": [{"sku": "a"}]} for i in range(20)]
+    )
+    collection = config.databases["shop"].collections["orders"]
+    pipeline = loader.pipeline(collection, config.databases["shop"].dataset)
+    assert pipeline.dataset_name == "mongo_shop"
+    pipeline.extract(
+        mongodb_collection(None, "shop", "orders", client=client, table_name=collection.table_name),
+        loader_file_format="parquet",
+    )
+    info = pipeline.normalize()
+    assert info.row_counts["orders"] == 20 and info.row_counts["orders__lines"] == 20
+    jobs = pipeline.list_normalized_load_packages()
+    assert jobs, "a package is ready for BigQuery"
+    files = [job.file_path for job in pipeline.get_load_package_info(jobs[0]).jobs["new_jobs"]]
+    assert any(name.endswith(".parquet") for name in files)
+
+
+def test_destination_unknown_to_dlt_is_rejected_before_any_run(tmp_path: Path) -> None:
+    loader = MongoDltLoader(destination_type="no_such_warehouse")
+    with pytest.raises(Exception, match="no_such_warehouse"):
+        loader.destination()
