@@ -52,4 +52,7 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
     )
 
 
-defs = build_definitions(load_config())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Dagster calls this each time it loads the code location, so a YAML edit shows up on reload."""
+    return build_definitions(load_config())

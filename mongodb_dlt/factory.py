@@ -7,8 +7,6 @@ one error naming every failed collection, so Dagster records the siblings as mat
 asset failure" repeats only the failed ones.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any

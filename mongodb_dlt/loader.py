@@ -24,6 +24,7 @@ import pymongo.errors
 from dlt.common.destination import Destination
 from dlt.common.pipeline import NormalizeInfo
 from dlt.common.schema import Schema
+from dlt.pipeline.exceptions import PipelineStepFailed
 from pydantic import Field
 
 from mongodb_dlt.config import CollectionConfig, DestinationConfig, mask_secrets, resolve_connection_url
@@ -92,7 +93,7 @@ def is_transient(error: BaseException) -> bool:
 def describe_error(error: BaseException) -> str:
     """The innermost meaningful message of a (dlt-wrapped) error, secrets masked."""
     root = error
-    while isinstance(root, dlt.pipeline.exceptions.PipelineStepFailed) and root.__cause__ is not None:
+    while isinstance(root, PipelineStepFailed) and root.__cause__ is not None:
         root = root.__cause__
     if (
         type(root).__name__ == "ResourceExtractionError"

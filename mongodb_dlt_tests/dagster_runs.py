@@ -12,11 +12,11 @@ from typing import Any
 
 import dagster as dg
 import yaml
+from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.workspace.context import WorkspaceRequestContext
 from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
-from mongodb_dlt.config import load_config
-from mongodb_dlt.definitions import ALL_COLLECTIONS_JOB, build_definitions
+from mongodb_dlt.definitions import ALL_COLLECTIONS_JOB
 
 LAUNCH_RUN = """
 mutation($executionParams: ExecutionParams!) {
@@ -40,15 +40,13 @@ mutation($reexecutionParams: ReexecutionParams) {
 """
 
 
-def all_collections_job() -> dg.JobDefinition:
-    """Rebuilt from MONGODB_DLT_CONFIG in every step process, as ``dagster dev`` does."""
-    return build_definitions(load_config()).resolve_job_def(ALL_COLLECTIONS_JOB)
-
-
 def execute(instance: dg.DagsterInstance, selection: Sequence[dg.AssetKey] | None = None) -> dg.DagsterRun:
     """Runs the assets (all, or ``selection``) with the definitions' multiprocess executor."""
     with dg.execute_job(
-        dg.reconstructable(all_collections_job),
+        # Every step process imports mongodb_dlt.definitions and rebuilds from MONGODB_DLT_CONFIG, as dagster does.
+        ReconstructableRepository.for_module("mongodb_dlt.definitions", "defs").get_reconstructable_job(
+            ALL_COLLECTIONS_JOB
+        ),
         instance=instance,
         asset_selection=list(selection) if selection else None,
         raise_on_error=False,
