@@ -10,6 +10,7 @@ limits and pools keep two writers off one DuckDB file (see factory.py).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -41,6 +42,13 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 PROGRESS_LOG_EVERY_SECONDS = 10.0
 
+# Modules dlt imports on first use. Collections start loading in several threads at once, and Python may hand a
+# thread a partially initialized module when two threads import it at the same moment, so they are imported
+# once, under a lock, before the first load.
+LAZILY_IMPORTED_BY_DLT = ("pandas", "pyarrow", "pyarrow.parquet", "dlt.common.libs.pyarrow", "dlt.common.libs.pandas")
+_imports_ready = threading.Event()
+_imports_lock = threading.Lock()
+
 _destination_locks: dict[str, threading.Lock] = {}
 _destination_locks_guard = threading.Lock()
 
@@ -51,6 +59,17 @@ def _destination_write_lock(destination_id: str) -> Iterator[None]:
         lock = _destination_locks.setdefault(destination_id, threading.Lock())
     with lock:
         yield
+
+
+def _import_lazy_modules(destination: Destination[Any, Any]) -> None:
+    if _imports_ready.is_set():
+        return
+    with _imports_lock:
+        if not _imports_ready.is_set():
+            for module in LAZILY_IMPORTED_BY_DLT:
+                importlib.import_module(module)
+            _ = destination.client_class  # imports the destination's client module
+            _imports_ready.set()
 
 
 @dataclass(frozen=True)
@@ -190,6 +209,7 @@ class MongoDltLoader(dg.ConfigurableResource):
         """Load one collection, retrying transient errors with exponential backoff. Never raises for a
         failure of the collection itself: the error is in the result so siblings keep going."""
         log = log or logging.getLogger(__name__)
+        _import_lazy_modules(self.destination())
         started = time.monotonic()
         attempts = collection.retries.max_attempts
         for attempt in range(1, attempts + 1):

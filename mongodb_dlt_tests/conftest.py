@@ -71,5 +71,7 @@ def project(tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPat
 
 @pytest.fixture
 def instance(project: Project) -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test(temp_dir=str(project.root / "dagster_home")) as dagster_instance:
+    # Launched runs start at once in a subprocess, as with `dagster dev` (no queue daemon in tests).
+    overrides = {"run_coordinator": {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}}
+    with dg.instance_for_test(temp_dir=str(project.root / "dagster_home"), overrides=overrides) as dagster_instance:
         yield dagster_instance
