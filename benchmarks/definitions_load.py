@@ -10,7 +10,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from mongodb_dlt.config import load_config
 from mongodb_dlt.definitions import build_definitions
 

@@ -61,8 +61,9 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "dataset_prefix": "mongo",
         "destination.type": "duckdb",
         "destination.path": "data/warehouse.duckdb",  # used by duckdb only
-        # parquet keeps memory flat on large nested collections (jsonl peaked at 13 GB on 200k documents)
-        "destination.loader_file_format": "parquet",
+        # None: parquet, which keeps memory flat on large nested collections (DuckDB loading jsonl peaked at
+        # 13 GB on 200k documents), except BigQuery, which takes JSON columns only from jsonl (loader.py)
+        "destination.loader_file_format": None,
     }
 )
 
@@ -398,7 +399,9 @@ class DestinationConfig(_Frozen):
     project: str | None = None
     location: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
-    loader_file_format: str = _default("destination.loader_file_format")
+    loader_file_format: Literal["parquet", "jsonl", "csv", "insert_values"] | None = _default(
+        "destination.loader_file_format"
+    )
 
     @model_validator(mode="before")
     @classmethod

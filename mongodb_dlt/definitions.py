@@ -9,7 +9,7 @@ import os
 
 import dagster as dg
 
-from mongodb_dlt.config import ProjectConfig, load_config
+from mongodb_dlt.config import ProjectConfig, asset_name_for, load_config
 from mongodb_dlt.factory import DESTINATION_TAG, LOADER_RESOURCE_KEY, destination_pool, dlt_asset_factory
 from mongodb_dlt.loader import MongoDltLoader
 
@@ -24,11 +24,12 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
     for database, assets_def in zip(config.databases.values(), assets, strict=True):
         if database.schedule is None:
             continue
-        job = dg.define_asset_job(f"mongodb_{database.name}_job", selection=dg.AssetSelection.assets(assets_def))
+        name = f"mongodb_{asset_name_for(database.name)}"
+        job = dg.define_asset_job(f"{name}_job", selection=dg.AssetSelection.assets(assets_def))
         jobs.append(job)
         schedules.append(
             dg.ScheduleDefinition(
-                name=f"mongodb_{database.name}_schedule", job=job, cron_schedule=database.schedule
+                name=f"{name}_schedule", job=job, cron_schedule=database.schedule
             )
         )
     executor = dg.multiprocess_executor

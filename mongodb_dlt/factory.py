@@ -13,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from mongodb_dlt.config import CollectionConfig, DatabaseConfig, ProjectConfig
+from mongodb_dlt.config import CollectionConfig, DatabaseConfig, ProjectConfig, asset_name_for
 from mongodb_dlt.loader import CollectionLoadResult, MongoDltLoader
 
 LOADER_RESOURCE_KEY = "mongodb_dlt"
@@ -41,7 +41,7 @@ def collection_spec(config: ProjectConfig, database: DatabaseConfig, collection:
         how += f", incremental on `{collection.incremental.cursor_field}`"
     return dg.AssetSpec(
         key=asset_key(database, collection),
-        group_name=database.name,
+        group_name=asset_name_for(database.name),
         kinds={"mongodb", config.destination.type},
         description=collection.description
         or f"MongoDB collection `{database.name}.{collection.name}` loaded by dlt into `{table}` ({how}).",
@@ -83,7 +83,7 @@ def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.Asset
     pool = destination_pool(config)
 
     @dg.multi_asset(
-        name=f"mongodb_{database.name}",
+        name=f"mongodb_{asset_name_for(database.name)}",
         specs=[collection_spec(config, database, c) for c in database.collections.values()],
         can_subset=True,
         pool=pool,

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -161,7 +162,9 @@ class MongoDltLoader(dg.ConfigurableResource):
     destination_project: str | None = Field(default=None, description="BigQuery project id")
     destination_location: str | None = Field(default=None, description="BigQuery location")
     destination_options: dict[str, Any] = Field(default_factory=dict)
-    loader_file_format: str = "parquet"
+    loader_file_format: str | None = Field(
+        default=None, description="dlt file format between normalize and load; None picks one per destination"
+    )
     pipelines_dir: str | None = Field(
         default=None, description="dlt working folder; dlt's default when unset. Disposable: state is restored"
         " from the destination."
@@ -184,9 +187,17 @@ class MongoDltLoader(dg.ConfigurableResource):
         """Identifies one writable destination: a DuckDB file, or a warehouse project."""
         return f"{self.destination_type}:{self.destination_path or self.destination_project or ''}"
 
+    @property
+    def file_format(self) -> str:
+        """Parquet keeps normalize and load memory flat; BigQuery accepts JSON columns only from jsonl."""
+        if self.loader_file_format:
+            return self.loader_file_format
+        return "jsonl" if self.destination_type == "bigquery" else "parquet"
+
     def destination(self) -> Destination[Any, Any]:
         options: dict[str, Any] = dict(self.destination_options)
         if self.destination_type == "duckdb" and self.destination_path:
+            Path(self.destination_path).parent.mkdir(parents=True, exist_ok=True)
             options["credentials"] = self.destination_path
         if self.destination_type == "bigquery":
             if self.destination_location:
@@ -270,7 +281,7 @@ class MongoDltLoader(dg.ConfigurableResource):
             table_name=collection.table_name,
         )
         resource.add_map(_ProgressLogger(f"{collection.database}.{collection.name}", log))
-        pipeline.extract(resource, loader_file_format=self.loader_file_format)  # type: ignore[arg-type]
+        pipeline.extract(resource, loader_file_format=self.file_format)  # type: ignore[arg-type]
         normalize_info: NormalizeInfo = pipeline.normalize()
         with _destination_write_lock(self.destination_id):
             load_info = pipeline.load()

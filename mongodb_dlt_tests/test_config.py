@@ -174,7 +174,7 @@ def test_built_in_defaults_come_from_the_defaults_table(tmp_path: Path) -> None:
     assert config.dataset_prefix == DEFAULTS["dataset_prefix"] == "mongo"
     assert config.destination.type == "duckdb"
     assert config.destination.path == DEFAULTS["destination.path"]
-    assert config.destination.loader_file_format == "parquet"
+    assert config.destination.loader_file_format is None
 
 
 def test_inheritance_defaults_then_database_then_collection(tmp_path: Path) -> None:

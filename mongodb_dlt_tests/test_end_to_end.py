@@ -221,7 +221,10 @@ def test_definitions_load_without_connecting_to_mongodb(seeded: Project, monkeyp
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.setblocking(False)
         monkeypatch.setenv("MONGODB_URI", f"mongodb://127.0.0.1:{listener.getsockname()[1]}/")
-        code = "from mongodb_dlt.definitions import defs; print(len(defs.load_fn().resolve_asset_graph().get_all_asset_keys()))"
+        code = (
+            "from mongodb_dlt.definitions import defs; "
+            "print(len(defs.load_fn().resolve_asset_graph().get_all_asset_keys()))"
+        )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
         assert done.stdout.strip() == "4"
         with pytest.raises(BlockingIOError):

@@ -73,7 +73,9 @@ def config(tmp_path: Path) -> ProjectConfig:
     return load_config(path)
 
 
-def materialize(config: ProjectConfig, selection: list[str] | dg.AssetSelection | None = None) -> dg.ExecuteInProcessResult:
+def materialize(
+    config: ProjectConfig, selection: list[str] | dg.AssetSelection | None = None
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         dlt_asset_factory(config),
         selection=selection,

@@ -65,14 +65,15 @@ def test_bigquery_is_configured_from_yaml_and_normalizes_offline(tmp_path: Path)
     assert pipeline.dataset_name == "mongo_shop"
     pipeline.extract(
         mongodb_collection(None, "shop", "orders", client=client, table_name=collection.table_name),
-        loader_file_format="parquet",
+        loader_file_format=loader.file_format,
     )
     info = pipeline.normalize()
     assert info.row_counts["orders"] == 20 and info.row_counts["orders__lines"] == 20
     jobs = pipeline.list_normalized_load_packages()
     assert jobs, "a package is ready for BigQuery"
     files = [job.file_path for job in pipeline.get_load_package_info(jobs[0]).jobs["new_jobs"]]
-    assert any(name.endswith(".parquet") for name in files)
+    assert loader.file_format == "jsonl"  # dlt's BigQuery loads JSON columns from jsonl only
+    assert any(name.endswith(".jsonl") or name.endswith(".jsonl.gz") for name in files)
 
 
 def test_destination_unknown_to_dlt_is_rejected_before_any_run(tmp_path: Path) -> None:

@@ -84,10 +84,7 @@ def command_name(command: Mapping[str, Any]) -> str:
 
 def command_collection(command: Mapping[str, Any]) -> str | None:
     """The collection a command works on, or None for database- and server-level commands."""
-    if command_name(command) == "getMore":
-        target = command.get("collection")
-    else:
-        target = next(iter(command.values()), None)
+    target = command.get("collection") if command_name(command) == "getMore" else next(iter(command.values()), None)
     return target if isinstance(target, str) else None
 
 
