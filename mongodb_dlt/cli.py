@@ -166,7 +166,11 @@ def _run_demo(demo_config: Path, duckdb_file: Path) -> int:
     defs = build_definitions(load_config(demo_config))
     job = defs.resolve_job_def(ALL_COLLECTIONS_JOB)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
     rows = []
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
