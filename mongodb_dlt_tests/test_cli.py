@@ -41,7 +41,9 @@ def test_validate_masks_a_password_written_into_the_yaml(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "databases.yaml"
-    path.write_text("defaults:\n  connection_url: mongodb://etl:Pa55word@db.internal:27017/\ndatabases:\n  shop: [orders]\n")
+    path.write_text(
+        "defaults:\n  connection_url: mongodb://etl:Pa55word@db.internal:27017/\ndatabases:\n  shop: [orders]\n"
+    )
     assert main(["validate", "--config", str(path)]) == 0
     captured = capsys.readouterr()
     assert "Pa55word" not in captured.out + captured.err
