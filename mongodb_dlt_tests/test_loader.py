@@ -3,6 +3,7 @@ and BigQuery up to the network boundary (extract and normalize run; nothing is s
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import mongomock
@@ -10,9 +11,10 @@ import pymongo.errors
 import pytest
 from bson import Decimal128, ObjectId
 
-from mongodb_dlt.config import DestinationConfig, load_config
+from mongodb_dlt.config import CollectionConfig, DestinationConfig, load_config
 from mongodb_dlt.loader import MongoDltLoader, describe_error, is_transient
 from mongodb_dlt.source import mongodb_collection
+from mongodb_dlt.testing import MongoStandIn
 
 
 def test_transient_errors_are_found_through_dlt_wrapping() -> None:
@@ -80,3 +82,56 @@ def test_destination_unknown_to_dlt_is_rejected_before_any_run(tmp_path: Path) -
     loader = MongoDltLoader(destination_type="no_such_warehouse")
     with pytest.raises(Exception, match="no_such_warehouse"):
         loader.destination()
+
+
+def _collection_config(tmp_path: Path, options: str) -> tuple[MongoDltLoader, CollectionConfig]:
+    path = tmp_path / "databases.yaml"
+    path.write_text(
+        "defaults:\n  retries: {max_attempts: 3, backoff_seconds: 0.01}\n  batch_size: 10\n"
+        f"destination: {{type: duckdb, path: {tmp_path / 'w.duckdb'}}}\n"
+        f"databases:\n  shop:\n    collections:\n      orders: {options}\n"
+    )
+    config = load_config(path)
+    loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(tmp_path / "pipelines"))
+    return loader, config.databases["shop"].collections["orders"]
+
+
+def test_a_bad_filter_fails_at_once_with_the_servers_message(
+    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MONGODB_URI", standin.uri)
+    standin.client.shop.orders.insert_many([{"n": i} for i in range(5)])
+    loader, orders = _collection_config(tmp_path, "{filter: {n: {$bogus: 1}}}")
+    result = loader.load_collection(orders, "mongo_shop")
+    assert not result.succeeded
+    assert result.attempts == 1
+    assert "OperationFailure" in (result.error or "") and "$bogus" in (result.error or "")
+
+
+def test_transient_errors_are_retried_until_attempts_run_out(
+    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MONGODB_URI", standin.uri)
+    standin.client.shop.orders.insert_many([{"n": i} for i in range(50)])
+    standin.drop_connection("shop", "orders", after_batches=1, times=None)
+    loader, orders = _collection_config(tmp_path, "{}")
+    result = loader.load_collection(orders, "mongo_shop")
+    assert not result.succeeded and result.attempts == 3
+    assert "AutoReconnect" in (result.error or "")
+
+    standin.clear_faults()
+    result = loader.load_collection(orders, "mongo_shop")
+    assert result.succeeded and result.rows_loaded == 50 and result.attempts == 1
+
+
+def test_progress_is_logged_while_a_collection_loads(
+    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MONGODB_URI", standin.uri)
+    monkeypatch.setattr("mongodb_dlt.loader.PROGRESS_LOG_EVERY_SECONDS", 0.0)
+    standin.client.shop.orders.insert_many([{"n": i} for i in range(30)])
+    loader, orders = _collection_config(tmp_path, "{}")
+    with caplog.at_level(logging.INFO, logger="mongodb_dlt.loader"):
+        assert loader.load_collection(orders, "mongo_shop").succeeded
+    progress = [r.getMessage() for r in caplog.records if "documents read" in r.getMessage()]
+    assert progress[0].startswith("shop.orders: 1 documents read") and progress[-1].startswith("shop.orders: 30 ")
