@@ -15,17 +15,25 @@ from mongodb_dlt.loader import MongoDltLoader
 
 PIPELINES_DIR_ENV = "MONGODB_DLT_PIPELINES_DIR"
 ALL_COLLECTIONS_JOB = "mongodb_all"
+# When the instance has run retries enabled, a retry of these jobs repeats only the assets that failed.
+RETRY_ONLY_FAILED_ASSETS = {"dagster/retry_strategy": "FROM_ASSET_FAILURE"}
 
 
 def build_definitions(config: ProjectConfig) -> dg.Definitions:
     assets = dlt_asset_factory(config)
-    jobs = [dg.define_asset_job(ALL_COLLECTIONS_JOB, selection=dg.AssetSelection.assets(*assets))]
+    jobs = [
+        dg.define_asset_job(
+            ALL_COLLECTIONS_JOB, selection=dg.AssetSelection.assets(*assets), tags=RETRY_ONLY_FAILED_ASSETS
+        )
+    ]
     schedules = []
     for database, assets_def in zip(config.databases.values(), assets, strict=True):
         if database.schedule is None:
             continue
         name = f"mongodb_{asset_name_for(database.name)}"
-        job = dg.define_asset_job(f"{name}_job", selection=dg.AssetSelection.assets(assets_def))
+        job = dg.define_asset_job(
+            f"{name}_job", selection=dg.AssetSelection.assets(assets_def), tags=RETRY_ONLY_FAILED_ASSETS
+        )
         jobs.append(job)
         schedules.append(
             dg.ScheduleDefinition(

@@ -142,5 +142,17 @@ def test_definitions_jobs_schedules_and_single_writer_executor(config: ProjectCo
         dg.AssetKey(["analytics", "raw", c]) for c in ("accounts", "transactions", "customers")
     }
     assert len(defs.resolve_job_def(ALL_COLLECTIONS_JOB).asset_layer.selected_asset_keys) == 7
+    assert job.tags["dagster/retry_strategy"] == "FROM_ASSET_FAILURE"
     executor = defs.resolve_job_def(ALL_COLLECTIONS_JOB).executor_def
-    assert executor.name == "mongodb_dlt_executor"
+    resolved = executor.config_schema.resolve_config({}).value["config"]
+    assert resolved["tag_concurrency_limits"] == [{"key": DESTINATION_TAG, "value": "duckdb", "limit": 1}]
+
+
+def test_warehouses_without_a_single_writer_limit_load_databases_in_parallel(tmp_path: Path) -> None:
+    path = tmp_path / "databases.yaml"
+    path.write_text("destination: {type: bigquery, location: EU}\ndatabases:\n  a: [x]\n  b: [y]\n")
+    defs = build_definitions(load_config(path))
+    assets = dlt_asset_factory(load_config(path))
+    assert all(a.op.pool is None and DESTINATION_TAG not in a.op.tags for a in assets)
+    assert {spec.kinds == {"mongodb", "bigquery"} for a in assets for spec in a.specs} == {True}
+    assert defs.resolve_job_def(ALL_COLLECTIONS_JOB).executor_def is dg.multiprocess_executor
