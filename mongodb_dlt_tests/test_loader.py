@@ -135,3 +135,21 @@ def test_progress_is_logged_while_a_collection_loads(
         assert loader.load_collection(orders, "mongo_shop").succeeded
     progress = [r.getMessage() for r in caplog.records if "documents read" in r.getMessage()]
     assert progress[0].startswith("shop.orders: 1 documents read") and progress[-1].startswith("shop.orders: 30 ")
+
+
+def test_any_dlt_destination_by_name_loads_through_the_same_loader(
+    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MONGODB_URI", standin.uri)
+    standin.client.shop.orders.insert_many([{"n": i, "lines": [{"sku": "a"}, {"sku": "b"}]} for i in range(12)])
+    path = tmp_path / "databases.yaml"
+    path.write_text(
+        f"destination: {{type: filesystem, options: {{bucket_url: 'file://{tmp_path / 'lake'}'}}}}\n"
+        "databases:\n  shop: [orders]\n"
+    )
+    config = load_config(path)
+    loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(tmp_path / "pipelines"))
+    result = loader.load_collection(config.databases["shop"].collections["orders"], "mongo_shop")
+    assert result.succeeded, result.error
+    assert result.rows_loaded == 12 and result.child_tables == {"orders__lines": 24}
+    assert list((tmp_path / "lake" / "mongo_shop" / "orders").glob("*.parquet"))
