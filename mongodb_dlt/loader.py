@@ -43,10 +43,21 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 PROGRESS_LOG_EVERY_SECONDS = 10.0
 
-# Modules dlt imports on first use. Collections start loading in several threads at once, and Python may hand a
-# thread a partially initialized module when two threads import it at the same moment, so they are imported
-# once, under a lock, before the first load.
-LAZILY_IMPORTED_BY_DLT = ("pandas", "pyarrow", "pyarrow.parquet", "dlt.common.libs.pyarrow", "dlt.common.libs.pandas")
+# Modules dlt imports on first use (found by diffing sys.modules around a first load). Collections start loading
+# in several threads at once, and Python may hand a thread a partially initialized module when two threads
+# import it at the same moment, so they are imported once, under a lock, before the first load.
+LAZILY_IMPORTED_BY_DLT = (
+    "pandas",
+    "pyarrow",
+    "pyarrow.parquet",
+    "pyarrow.pandas_compat",
+    "pyarrow.vendored.version",
+    "pendulum.locales.en.locale",
+    "sqlalchemy",
+    "dlt.common.libs.pyarrow",
+    "dlt.common.libs.pandas",
+    "dlt.common.libs.sql_alchemy_compat",
+)
 _imports_ready = threading.Event()
 _imports_lock = threading.Lock()
 
