@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -234,35 +234,36 @@ class MongoDltLoader(dg.ConfigurableResource):
         _import_lazy_modules(self.destination())
         started = time.monotonic()
         attempts = collection.retries.max_attempts
-        for attempt in range(1, attempts + 1):
+        attempt = 1
+        while True:
             try:
                 result = self._load_once(collection, dataset_name, log)
             except Exception as error:
                 message = describe_error(error)
-                if attempt < attempts and is_transient(error):
-                    delay = collection.retries.backoff_seconds * 2 ** (attempt - 1)
-                    log.warning(
-                        f"{collection.database}.{collection.name}: attempt {attempt}/{attempts} failed"
-                        f" with a transient error ({message}); retrying in {delay:g}s"
+                if attempt >= attempts or not is_transient(error):
+                    log.error(f"{collection.database}.{collection.name}: failed after {attempt} attempt(s): {message}")
+                    return CollectionLoadResult(
+                        database=collection.database,
+                        collection=collection.name,
+                        dataset_name=dataset_name,
+                        table_name=collection.table_name,
+                        duration_seconds=time.monotonic() - started,
+                        attempts=attempt,
+                        error=message,
                     )
-                    time.sleep(delay)
-                    continue
-                log.error(f"{collection.database}.{collection.name}: failed after {attempt} attempt(s): {message}")
-                return CollectionLoadResult(
-                    database=collection.database,
-                    collection=collection.name,
-                    dataset_name=dataset_name,
-                    table_name=collection.table_name,
-                    duration_seconds=time.monotonic() - started,
-                    attempts=attempt,
-                    error=message,
+                delay = collection.retries.backoff_seconds * 2 ** (attempt - 1)
+                log.warning(
+                    f"{collection.database}.{collection.name}: attempt {attempt}/{attempts} failed"
+                    f" with a transient error ({message}); retrying in {delay:g}s"
                 )
-            return CollectionLoadResult(
-                **{**result, "duration_seconds": time.monotonic() - started, "attempts": attempt}
-            )
-        raise AssertionError("unreachable: the last attempt returns")
+                time.sleep(delay)
+                attempt += 1
+                continue
+            return replace(result, duration_seconds=time.monotonic() - started, attempts=attempt)
 
-    def _load_once(self, collection: CollectionConfig, dataset_name: str, log: logging.Logger) -> dict[str, Any]:
+    def _load_once(
+        self, collection: CollectionConfig, dataset_name: str, log: logging.Logger
+    ) -> CollectionLoadResult:
         pipeline = self.pipeline(collection, dataset_name)
         cursor_field = collection.incremental.cursor_field if collection.incremental else None
         with _destination_write_lock(self.destination_id):
@@ -303,23 +304,20 @@ class MongoDltLoader(dg.ConfigurableResource):
         schema_update: dict[str, Any] = {}
         for package in load_info.load_packages:
             schema_update.update(package.schema_update)
-        schema = pipeline.default_schema
-        return {
-            "database": collection.database,
-            "collection": collection.name,
-            "dataset_name": dataset_name,
-            "table_name": collection.table_name,
-            "rows_loaded": row_counts.pop(collection.table_name, 0),
-            "child_tables": row_counts,
-            "columns": _table_columns(schema, collection.table_name),
-            "schema_changes": _schema_changes(schema_update),
-            "cursor_field": cursor_field,
-            "cursor_before": cursor_before,
-            "cursor_after": _incremental_state(pipeline, collection.table_name, cursor_field)
-            if cursor_field
-            else None,
-            "load_ids": list(load_info.loads_ids),
-        }
+        return CollectionLoadResult(
+            database=collection.database,
+            collection=collection.name,
+            dataset_name=dataset_name,
+            table_name=collection.table_name,
+            rows_loaded=row_counts.pop(collection.table_name, 0),
+            child_tables=row_counts,
+            columns=_table_columns(pipeline.default_schema, collection.table_name),
+            schema_changes=_schema_changes(schema_update),
+            cursor_field=cursor_field,
+            cursor_before=cursor_before,
+            cursor_after=_incremental_state(pipeline, collection.table_name, cursor_field) if cursor_field else None,
+            load_ids=list(load_info.loads_ids),
+        )
 
 
 class _ProgressLogger:
