@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import mongomock
 import pytest
 
 from mongodb_dlt.cli import main
-from mongodb_dlt.testing import MongoStandIn
+from mongodb_dlt.testing import MongoStandIn, populate_sample_data
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "databases.yaml"
 
@@ -89,7 +91,26 @@ def test_demo_loads_the_sample_databases_into_duckdb_in_an_empty_folder(tmp_path
     ]
     database = tmp_path / "mongodb_dlt_demo.duckdb"
     assert f"DuckDB file: {database}" in done.stdout
+
+    # The same seed and scale give the same documents: every one the YAML selects lands exactly once.
+    sample = mongomock.MongoClient()
+    populate_sample_data(sample, scale=0.2)
+    expected = {
+        "mongo_sample_mflix.comments": sample.sample_mflix.comments.count_documents({}),
+        "mongo_sample_mflix.movies": sample.sample_mflix.movies.count_documents({}),
+        "mongo_sample_mflix.theaters": sample.sample_mflix.theaters.count_documents({}),
+        "mongo_sample_mflix.users": sample.sample_mflix.users.count_documents({}),
+        "analytics_raw.accounts": sample.sample_analytics.accounts.count_documents({}),
+        "analytics_raw.transactions": sample.sample_analytics.transactions.count_documents(
+            {"date": {"$gte": datetime(2020, 1, 1)}}
+        ),
+        "analytics_raw.customers": sample.sample_analytics.customers.count_documents({"active": True}),
+    }
+    printed = {line.split()[0]: int(line.split()[1]) for line in lines if line.startswith("raw_")}
     with duckdb.connect(str(database), read_only=True) as connection:
-        movies = connection.execute("select count(*) from mongo_sample_mflix.movies").fetchone()[0]
-    movies_line = next(line for line in lines if line.startswith("raw_sample_mflix/movies"))
-    assert movies > 0 and int(movies_line.split()[1]) == movies
+        for table, count in expected.items():
+            rows, distinct_ids = connection.execute(f"select count(*), count(distinct _id) from {table}").fetchone()
+            assert rows == distinct_ids == count > 0, table
+            schema, name = table.split(".")
+            key = f"raw_sample_{'analytics' if schema == 'analytics_raw' else 'mflix'}/{name}"
+            assert printed[key] == count
