@@ -405,7 +405,13 @@ def mongodb_collection(
             query = _query(filter, cursor_field, start)
             logger.debug("%s: find %s sort %s", label, query, sort)
             documents = source.find(
-                query, projection=read_projection, sort=sort, batch_size=batch_size, limit=limit or 0
+                query,
+                projection=read_projection,
+                sort=sort,
+                batch_size=batch_size,
+                limit=limit or 0,
+                # a cursor field without an index is sorted by the server; past 100 MB it needs the disk
+                allow_disk_use=cursor_field is not None or None,
             )
             try:
                 yield from _pages(
