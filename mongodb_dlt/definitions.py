@@ -9,8 +9,14 @@ import os
 
 import dagster as dg
 
-from mongodb_dlt.config import ProjectConfig, asset_name_for, load_config
-from mongodb_dlt.factory import DESTINATION_TAG, LOADER_RESOURCE_KEY, destination_pool, dlt_asset_factory
+from mongodb_dlt.config import ProjectConfig, load_config
+from mongodb_dlt.factory import (
+    DESTINATION_TAG,
+    LOADER_RESOURCE_KEY,
+    destination_pool,
+    dlt_asset_factory,
+    op_name,
+)
 from mongodb_dlt.loader import MongoDltLoader
 
 PIPELINES_DIR_ENV = "MONGODB_DLT_PIPELINES_DIR"
@@ -30,20 +36,17 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
     for database, assets_def in zip(config.databases.values(), assets, strict=True):
         if database.schedule is None:
             continue
-        name = f"mongodb_{asset_name_for(database.name)}"
         job = dg.define_asset_job(
-            f"{name}_job", selection=dg.AssetSelection.assets(assets_def), tags=RETRY_ONLY_FAILED_ASSETS
+            f"{op_name(database)}_job", selection=dg.AssetSelection.assets(assets_def), tags=RETRY_ONLY_FAILED_ASSETS
         )
         jobs.append(job)
         schedules.append(
-            dg.ScheduleDefinition(
-                name=f"{name}_schedule", job=job, cron_schedule=database.schedule
-            )
+            dg.ScheduleDefinition(name=f"{op_name(database)}_schedule", job=job, cron_schedule=database.schedule)
         )
     executor = dg.multiprocess_executor
     if destination_pool(config):
         # One writer per DuckDB file: databases of one run take turns; collections of one database still
-        # load in parallel inside their op. Across runs, give the pool a limit of 1 in dagster.yaml.
+        # load in parallel inside their op. Across runs, the ops' pool takes a limit of 1 (see README).
         executor = executor.configured(
             {"tag_concurrency_limits": [{"key": DESTINATION_TAG, "value": config.destination.type, "limit": 1}]},
             name="mongodb_dlt_executor",

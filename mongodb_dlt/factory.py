@@ -27,6 +27,10 @@ def asset_key(database: DatabaseConfig, collection: CollectionConfig) -> dg.Asse
     return dg.AssetKey([*database.key_prefix, collection.asset_name])
 
 
+def op_name(database: DatabaseConfig) -> str:
+    return f"mongodb_{asset_name_for(database.name)}"
+
+
 def destination_pool(config: ProjectConfig) -> str | None:
     """The Dagster pool shared by every op that writes to a single-writer destination, else None."""
     if config.destination.type in SINGLE_WRITER_DESTINATIONS:
@@ -83,7 +87,7 @@ def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.Asset
     pool = destination_pool(config)
 
     @dg.multi_asset(
-        name=f"mongodb_{asset_name_for(database.name)}",
+        name=op_name(database),
         specs=[collection_spec(config, database, c) for c in database.collections.values()],
         can_subset=True,
         pool=pool,
@@ -127,6 +131,7 @@ def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.Asset
                         {r.collection: {"error": r.error, "attempts": r.attempts} for r in failed}
                     )
                 },
+                # an op retry would reload the siblings that succeeded: re-execute from asset failure instead
                 allow_retries=False,
             )
 
