@@ -36,14 +36,14 @@ def _table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
 
 
 def _describe(config: ProjectConfig) -> str:
-    from mongodb_dlt.factory import asset_key
+    from mongodb_dlt.factory import asset_key, op_name
 
     destination = config.destination
     where = destination.path or destination.project or ""
     out = [f"{config.path}: valid", f"destination: {destination.type}{f' ({where})' if where else ''}", ""]
     for database in config.databases.values():
         out.append(
-            f"database {database.name}: op mongodb_{database.name}, dataset {database.dataset}, "
+            f"database {database.name}: op {op_name(database)}, dataset {database.dataset}, "
             f"connection {mask_url(database.connection_url)}, "
             f"{database.max_parallel_collections} in parallel, schedule {database.schedule or 'none'}"
         )
