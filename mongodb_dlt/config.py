@@ -46,6 +46,7 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "max_table_nesting": 2,  # sub-documents deeper than this land as JSON instead of child tables
         "json_paths": (),  # dotted paths always stored as JSON
         "max_object_keys": 64,  # more keys than this: a data-keyed map, stored as JSON
+        "schema_contract": None,  # dlt's default, evolve: new tables, columns and types are added
         "retries.max_attempts": 3,  # attempts per run when the error is transient (1 = no retry)
         "retries.backoff_seconds": 2.0,  # wait before the 2nd attempt; doubles after every failed attempt
         "tags": MappingProxyType({}),  # Dagster asset tags; the only option merged across levels
@@ -68,6 +69,8 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
 )
 
 WriteDisposition = Literal["merge", "append", "replace"]
+ContractMode = Literal["evolve", "freeze", "discard_row", "discard_value"]
+ContractEntity = Literal["tables", "columns", "data_type"]
 
 _TOP_LEVEL_KEYS: Final = ("defaults", "destination", "dataset_prefix", "databases")
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\{")
@@ -272,6 +275,7 @@ class CollectionOptions(_Frozen):
     max_table_nesting: int = _default("max_table_nesting", ge=0)
     json_paths: tuple[str, ...] = _default("json_paths")
     max_object_keys: int = _default("max_object_keys", gt=0)
+    schema_contract: ContractMode | dict[ContractEntity, ContractMode] | None = _default("schema_contract")
     retries: RetryConfig = Field(default_factory=RetryConfig)
     tags: dict[str, str] = _default("tags")
     description: str | None = _default("description")
@@ -291,6 +295,20 @@ class CollectionOptions(_Frozen):
         if isinstance(value, dict) and not isinstance(converted, dict):
             raise ValueError("expected a query document such as {status: active}, not a single value")
         return converted
+
+    @field_validator("schema_contract", mode="before")
+    @classmethod
+    def _schema_contract(cls, value: Any) -> Any:
+        # Checked here so the union below never produces one error per member.
+        modes, entities = get_args(ContractMode), get_args(ContractEntity)
+        if value is None or value in modes:
+            return value
+        if isinstance(value, dict) and all(k in entities and v in modes for k, v in value.items()):
+            return value
+        raise ValueError(
+            f"{_show(value)} is not a schema contract: give one of {', '.join(modes)}, "
+            f"or a mapping of {', '.join(entities)} to one of them"
+        )
 
     @field_validator("projection", mode="before")
     @classmethod

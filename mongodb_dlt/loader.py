@@ -291,6 +291,7 @@ class MongoDltLoader(dg.ConfigurableResource):
             json_paths=collection.json_paths,
             max_object_keys=collection.max_object_keys,
             table_name=collection.table_name,
+            schema_contract=collection.schema_contract,
         )
         resource.add_map(_ProgressLogger(f"{collection.database}.{collection.name}", log))
         pipeline.extract(resource, loader_file_format=self.file_format)  # type: ignore[arg-type]

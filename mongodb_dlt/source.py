@@ -374,6 +374,7 @@ def mongodb_collection(
     json_paths: Sequence[str] = (),
     max_object_keys: int = 64,
     table_name: str | None = None,
+    schema_contract: str | Mapping[str, str] | None = None,
     client: Any = None,
 ) -> DltResource:
     """A dlt resource that reads one collection; nothing connects until dlt extracts it.
@@ -382,8 +383,8 @@ def mongodb_collection(
     projection document used as given. ``incremental`` has ``cursor_field`` and ``initial_value`` (of the
     cursor's converted type: datetime, number, str; an ObjectId or its lowercase hex for ObjectId cursors);
     dlt keeps the last value in the resource's state, and documents without the cursor (or with null) are not
-    read. ``client`` (pymongo or mongomock) is used instead of connecting to ``connection_url`` and is left
-    open.
+    read. ``schema_contract`` is dlt's (``freeze`` fails the load on a new column or type). ``client`` (pymongo
+    or mongomock) is used instead of connecting to ``connection_url`` and is left open.
     """
     if client is None and connection_url is None:
         raise ValueError(f"{database}.{collection}: give a connection_url or a client")
@@ -438,6 +439,7 @@ def mongodb_collection(
         primary_key=list(primary_key) or None,
         max_table_nesting=max_table_nesting,
         incremental=cursor_settings,
+        schema_contract=schema_contract,
     )
 
 

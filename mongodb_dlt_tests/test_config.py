@@ -1202,3 +1202,23 @@ def test_large_config_loads_fast(tmp_path: Path) -> None:
     assert sum(len(database.collections) for database in config.databases.values()) == 5000
     assert config.databases["db_099"].collections["coll_45"].incremental.cursor_field == "updated_at"
     assert min(durations) < 1.0, durations
+
+
+def test_schema_contract_inherits_and_names_a_bad_value(tmp_path: Path) -> None:
+    path = tmp_path / "databases.yaml"
+    path.write_text(
+        "defaults:\n  schema_contract: {columns: freeze}\n"
+        "databases:\n  shop:\n    collections:\n      orders: {}\n      events: {schema_contract: evolve}\n"
+    )
+    collections = load_config(path).databases["shop"].collections
+    assert collections["orders"].schema_contract == {"columns": "freeze"}
+    assert collections["events"].schema_contract == "evolve"
+
+    path.write_text("databases:\n  shop:\n    collections:\n      events: {schema_contract: {rows: freeze}}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == (
+        f"{path}, line 4, key databases.shop.collections.events.schema_contract: a mapping is not a schema "
+        "contract: give one of evolve, freeze, discard_row, discard_value, or a mapping of tables, columns, "
+        "data_type to one of them"
+    )

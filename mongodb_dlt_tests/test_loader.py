@@ -153,3 +153,29 @@ def test_any_dlt_destination_by_name_loads_through_the_same_loader(
     assert result.succeeded, result.error
     assert result.rows_loaded == 12 and result.child_tables == {"orders__lines": 24}
     assert list((tmp_path / "lake" / "mongo_shop" / "orders").glob("*.parquet"))
+
+
+def test_a_frozen_column_contract_fails_the_collection_on_a_new_field(
+    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MONGODB_URI", standin.uri)
+    standin.client.shop.orders.insert_many([{"n": i} for i in range(5)])
+    loader, orders = _collection_config(tmp_path, "{schema_contract: {columns: freeze, data_type: freeze}}")
+    first = loader.load_collection(orders, "mongo_shop")
+    assert first.succeeded and first.rows_loaded == 5, first.error
+
+    standin.client.shop.orders.insert_one({"n": 5, "coupon": "SPRING"})
+    second = loader.load_collection(orders, "mongo_shop")
+    assert not second.succeeded and second.attempts == 1
+    assert "coupon" in (second.error or "") and "freeze" in (second.error or "")
+
+
+def test_freezing_everything_refuses_even_the_first_table(
+    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MONGODB_URI", standin.uri)
+    standin.client.shop.orders.insert_one({"n": 1})
+    loader, orders = _collection_config(tmp_path, "{schema_contract: freeze}")
+    result = loader.load_collection(orders, "mongo_shop")
+    assert not result.succeeded
+    assert "Can't add table `orders` because `tables` are frozen" in (result.error or "")
