@@ -179,3 +179,15 @@ def test_freezing_everything_refuses_even_the_first_table(
     result = loader.load_collection(orders, "mongo_shop")
     assert not result.succeeded
     assert "Can't add table `orders` because `tables` are frozen" in (result.error or "")
+
+
+def test_an_incremental_collection_moved_to_a_new_dataset_loads_in_full_there(
+    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MONGODB_URI", standin.uri)
+    standin.client.shop.orders.insert_many([{"n": i} for i in range(20)])
+    loader, orders = _collection_config(tmp_path, "{incremental: {cursor_field: n}, write_disposition: append}")
+    assert loader.load_collection(orders, "sales_v1").rows_loaded == 20
+    assert loader.load_collection(orders, "sales_v1").rows_loaded == 0
+    moved = loader.load_collection(orders, "sales_v2")
+    assert moved.succeeded and moved.rows_loaded == 20 and moved.cursor_before is None
