@@ -84,6 +84,13 @@ def test_destination_unknown_to_dlt_is_rejected_before_any_run(tmp_path: Path) -
         loader.destination()
 
 
+@pytest.fixture(autouse=True)
+def _uri_of_the_standin(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests that use the stand-in load from it through ${MONGODB_URI}, as users do."""
+    if "standin" in request.fixturenames:
+        monkeypatch.setenv("MONGODB_URI", request.getfixturevalue("standin").uri)
+
+
 def _collection_config(tmp_path: Path, options: str) -> tuple[MongoDltLoader, CollectionConfig]:
     path = tmp_path / "databases.yaml"
     path.write_text(
@@ -97,9 +104,8 @@ def _collection_config(tmp_path: Path, options: str) -> tuple[MongoDltLoader, Co
 
 
 def test_a_bad_filter_fails_at_once_with_the_servers_message(
-    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, standin: MongoStandIn
 ) -> None:
-    monkeypatch.setenv("MONGODB_URI", standin.uri)
     standin.client.shop.orders.insert_many([{"n": i} for i in range(5)])
     loader, orders = _collection_config(tmp_path, "{filter: {n: {$bogus: 1}}}")
     result = loader.load_collection(orders, "mongo_shop")
@@ -109,9 +115,8 @@ def test_a_bad_filter_fails_at_once_with_the_servers_message(
 
 
 def test_transient_errors_are_retried_until_attempts_run_out(
-    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, standin: MongoStandIn
 ) -> None:
-    monkeypatch.setenv("MONGODB_URI", standin.uri)
     standin.client.shop.orders.insert_many([{"n": i} for i in range(50)])
     standin.drop_connection("shop", "orders", after_batches=1, times=None)
     loader, orders = _collection_config(tmp_path, "{}")
@@ -127,7 +132,6 @@ def test_transient_errors_are_retried_until_attempts_run_out(
 def test_progress_is_logged_while_a_collection_loads(
     tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("MONGODB_URI", standin.uri)
     monkeypatch.setattr("mongodb_dlt.loader.PROGRESS_LOG_EVERY_SECONDS", 0.0)
     standin.client.shop.orders.insert_many([{"n": i} for i in range(30)])
     loader, orders = _collection_config(tmp_path, "{}")
@@ -138,9 +142,8 @@ def test_progress_is_logged_while_a_collection_loads(
 
 
 def test_any_dlt_destination_by_name_loads_through_the_same_loader(
-    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, standin: MongoStandIn
 ) -> None:
-    monkeypatch.setenv("MONGODB_URI", standin.uri)
     standin.client.shop.orders.insert_many([{"n": i, "lines": [{"sku": "a"}, {"sku": "b"}]} for i in range(12)])
     path = tmp_path / "databases.yaml"
     path.write_text(
@@ -156,9 +159,8 @@ def test_any_dlt_destination_by_name_loads_through_the_same_loader(
 
 
 def test_a_frozen_column_contract_fails_the_collection_on_a_new_field(
-    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, standin: MongoStandIn
 ) -> None:
-    monkeypatch.setenv("MONGODB_URI", standin.uri)
     standin.client.shop.orders.insert_many([{"n": i} for i in range(5)])
     loader, orders = _collection_config(tmp_path, "{schema_contract: {columns: freeze, data_type: freeze}}")
     first = loader.load_collection(orders, "mongo_shop")
@@ -171,9 +173,8 @@ def test_a_frozen_column_contract_fails_the_collection_on_a_new_field(
 
 
 def test_freezing_everything_refuses_even_the_first_table(
-    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, standin: MongoStandIn
 ) -> None:
-    monkeypatch.setenv("MONGODB_URI", standin.uri)
     standin.client.shop.orders.insert_one({"n": 1})
     loader, orders = _collection_config(tmp_path, "{schema_contract: freeze}")
     result = loader.load_collection(orders, "mongo_shop")
@@ -182,9 +183,8 @@ def test_freezing_everything_refuses_even_the_first_table(
 
 
 def test_an_incremental_collection_moved_to_a_new_dataset_loads_in_full_there(
-    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, standin: MongoStandIn
 ) -> None:
-    monkeypatch.setenv("MONGODB_URI", standin.uri)
     standin.client.shop.orders.insert_many([{"n": i} for i in range(20)])
     loader, orders = _collection_config(tmp_path, "{incremental: {cursor_field: n}, write_disposition: append}")
     assert loader.load_collection(orders, "sales_v1").rows_loaded == 20
