@@ -24,13 +24,12 @@ import dagster as dg
 import dlt
 import pymongo.errors
 from dlt.common.destination import Destination
-from dlt.common.pipeline import NormalizeInfo
 from dlt.common.schema import Schema
 from dlt.pipeline.exceptions import PipelineStepFailed
 from pydantic import Field
 
 from mongodb_dlt.config import CollectionConfig, DestinationConfig, mask_secrets, resolve_connection_url
-from mongodb_dlt.source import mongodb_collection
+from mongodb_dlt.source import ExtractStats, mongodb_collection
 
 # Errors a retry with backoff can cure: the server or the network had a moment, or a cursor timed out.
 # AutoReconnect covers ConnectionFailure's transient children (NetworkTimeout, ServerSelectionTimeoutError).
@@ -95,6 +94,9 @@ class CollectionLoadResult:
     rows_loaded: int = 0
     child_tables: dict[str, int] = field(default_factory=dict)
     columns: list[tuple[str, str, bool]] = field(default_factory=list)
+    column_paths: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Table -> column -> the MongoDB path and BSON type it holds."""
+    documents_read: int = 0
     schema_changes: list[str] = field(default_factory=list)
     cursor_field: str | None = None
     cursor_before: Any = None
@@ -264,18 +266,25 @@ class MongoDltLoader(dg.ConfigurableResource):
     def _load_once(
         self, collection: CollectionConfig, dataset_name: str, log: logging.Logger
     ) -> CollectionLoadResult:
+        label = f"{collection.database}.{collection.name}"
         pipeline = self.pipeline(collection, dataset_name)
         cursor_field = collection.incremental.cursor_field if collection.incremental else None
         with _destination_write_lock(self.destination_id):
             # Restores state and schema from the destination when the working folder is new or was lost,
-            # and finishes a package a previous run normalized but did not load.
+            # and finishes a package a previous run extracted but did not load.
             pipeline.sync_destination()
             if pipeline.has_pending_data:
-                log.info(f"{collection.database}.{collection.name}: loading a package left by an earlier run")
-                pipeline.normalize()
-                pipeline.load()
+                log.info(f"{label}: loading a package left by an earlier run")
+                try:
+                    pipeline.normalize()
+                    pipeline.load()
+                except Exception as error:
+                    log.warning(f"{label}: dropped a package left by an earlier run that cannot load "
+                                f"({describe_error(error)}); reading the collection again instead")
+                    pipeline = self._reset(pipeline, collection, dataset_name)
         cursor_before = _incremental_state(pipeline, collection.table_name, cursor_field) if cursor_field else None
 
+        stats = ExtractStats(on_progress=_ProgressLogger(label, log))
         resource = mongodb_collection(
             resolve_connection_url(collection),
             collection.database,
@@ -292,50 +301,62 @@ class MongoDltLoader(dg.ConfigurableResource):
             max_object_keys=collection.max_object_keys,
             table_name=collection.table_name,
             schema_contract=collection.schema_contract,
+            stats=stats,
         )
-        resource.add_map(_ProgressLogger(f"{collection.database}.{collection.name}", log))
-        pipeline.extract(resource, loader_file_format=self.file_format)  # type: ignore[arg-type]
-        normalize_info: NormalizeInfo = pipeline.normalize()
-        with _destination_write_lock(self.destination_id):
-            load_info = pipeline.load()
+        try:
+            pipeline.extract(resource, loader_file_format=self.file_format)  # type: ignore[arg-type]
+            pipeline.normalize()
+            with _destination_write_lock(self.destination_id):
+                load_info = pipeline.load()
+        except Exception:
+            # A package that failed must never be replayed: the next run reads the collection again from the
+            # state the warehouse holds, so nothing is lost and nothing is loaded twice.
+            with _destination_write_lock(self.destination_id):
+                self._reset(pipeline, collection, dataset_name)
+            raise
 
-        row_counts = {
-            table: count for table, count in normalize_info.row_counts.items() if not table.startswith("_dlt")
-        }
         schema_update: dict[str, Any] = {}
         for package in load_info.load_packages:
             schema_update.update(package.schema_update)
+        root_table = pipeline.default_schema.naming.normalize_tables_path(collection.table_name)
+        rows = dict(stats.rows)
         return CollectionLoadResult(
             database=collection.database,
             collection=collection.name,
             dataset_name=dataset_name,
-            table_name=collection.table_name,
-            rows_loaded=row_counts.pop(collection.table_name, 0),
-            child_tables=row_counts,
-            columns=_table_columns(pipeline.default_schema, collection.table_name),
+            table_name=root_table,
+            rows_loaded=rows.pop(root_table, 0),
+            child_tables=rows,
+            columns=_table_columns(pipeline.default_schema, root_table),
+            column_paths=stats.columns,
             schema_changes=_schema_changes(schema_update),
             cursor_field=cursor_field,
             cursor_before=cursor_before,
             cursor_after=_incremental_state(pipeline, collection.table_name, cursor_field) if cursor_field else None,
             load_ids=list(load_info.loads_ids),
+            documents_read=stats.documents,
         )
+
+    def _reset(self, pipeline: dlt.Pipeline, collection: CollectionConfig, dataset_name: str) -> dlt.Pipeline:
+        """Drops the pipeline's packages and local state, and restores state and schema from the warehouse."""
+        pipeline.drop()
+        pipeline = self.pipeline(collection, dataset_name)
+        pipeline.sync_destination()
+        return pipeline
 
 
 class _ProgressLogger:
-    """Counts documents as dlt extracts them and logs the running total at most every few seconds."""
+    """Logs the running total of documents read at most every few seconds."""
 
     def __init__(self, label: str, log: logging.Logger) -> None:
         self.label = label
         self.log = log
-        self.documents = 0
         self.started = time.monotonic()
         self.last_logged = self.started
 
-    def __call__(self, document: Any) -> Any:
-        self.documents += 1
+    def __call__(self, documents: int) -> None:
         now = time.monotonic()
         if now - self.last_logged >= PROGRESS_LOG_EVERY_SECONDS:
             self.last_logged = now
-            rate = self.documents / (now - self.started)
-            self.log.info(f"{self.label}: {self.documents} documents read ({rate:,.0f}/s)")
-        return document
+            rate = documents / (now - self.started)
+            self.log.info(f"{self.label}: {documents:,} documents read ({rate:,.0f}/s)")

@@ -1,97 +1,108 @@
-"""Our dlt source for MongoDB: one resource per collection, read with a pymongo cursor in pages.
+"""Our dlt source for MongoDB: one resource per collection, read as raw BSON batches and handed to dlt as Arrow.
 
 ``mongodb_collection`` reads one collection; ``mongodb`` groups several into a dlt source. The server gets the
 user filter and, for an incremental collection, ``{cursor: {"$gte": last_value}}`` sorted by the cursor, so a
-run reads only new documents (dlt drops the boundary documents it already loaded, by primary key). Without
-incremental the read is sorted by ``_id`` so it is deterministic. Memory stays bounded by one page of
-``batch_size`` documents.
+run reads only new documents. Without incremental the read is sorted by ``_id`` so it is deterministic.
 
-BSON values are converted before dlt sees them (``convert_value``, ``convert_document``):
+Each server reply (``find_raw_batches``: the BSON bytes, not decoded) is converted to Arrow by
+``bson_arrow`` in worker processes, while this process keeps reading; the converted batches come back in order
+and ``columns`` names their columns. dlt receives Arrow tables only: it extracts them to parquet without looking
+at a single row, and keeps schema, state, write dispositions and destinations. At most a few batches are in
+flight, so memory stays bounded whatever the collection's size.
 
-=========================================  =============================================  ===================
-BSON                                       Python value handed to dlt                     DuckDB column
-=========================================  =============================================  ===================
-Double, String, Boolean, Null              unchanged                                      DOUBLE, VARCHAR...
-Int32, Int64                               ``int``                                        BIGINT
-ObjectId                                   24-hex lowercase ``str``                       VARCHAR
-Date                                       timezone-aware UTC ``datetime``                TIMESTAMPTZ
-Date outside years 1..9999                 Extended JSON text ``{"$date": ...}``          ``<col>__v_text``
-Decimal128                                 ``decimal.Decimal``, 9 fractional digits max   DECIMAL(38,9)
-Decimal128 NaN, +-Infinity, abs >= 1e29    ``None`` (a warning is logged)                 NULL
-Binary subtype 4 or 3 (UUID)               canonical UUID ``str`` (subtype 3: byte order  VARCHAR
-                                           of the URL's uuidRepresentation, else as is)
-Binary, other subtypes                     base64 ``str`` (standard alphabet, padded)     VARCHAR
-Regex, Code, Code with scope, Timestamp,   Extended JSON v2 canonical text, lossless:     VARCHAR
-MinKey, MaxKey, DBRef                      ``{"$timestamp": {"t": 1, "i": 2}}``
-Embedded document                          ``dict``, flattened by dlt                     ``parent__child``
-Array                                      ``list``, a child table                        ``<table>__<field>``
-Root ``_id`` that is a document or array   Extended JSON text: one key column             VARCHAR
-=========================================  =============================================  ===================
+Tables:
+- the root table (the collection), with ``_mongo_key``: the typed identity of the primary key (``_id`` by
+  default). Merge upserts on it, so ``1`` and ``"1"`` are two documents and a null ``_id`` is a document too.
+- one child table per array path (``<table>__<field>``), linked by ``_dlt_parent_id`` / ``_dlt_root_id`` to
+  the parent's and root's ``_dlt_id``, with ``_dlt_list_idx`` and ``_mongo_root_key`` (the document's key).
+  Under merge a document's child rows are replaced as a whole (merge key ``_mongo_root_key``): a document
+  whose array shrank, emptied or vanished sends one marker row (``_mongo_deleted``) that clears its old rows.
 
-Decimal128 lands in dlt's ``decimal`` type, precision 38 and scale 9 by default (DuckDB, BigQuery NUMERIC).
-A value with more fractional digits (typical of a Decimal128 built from a float) is rounded half-even to 9:
-as is, the parquet writer refuses it and the whole collection fails to load. Values the type cannot hold at
-all (NaN, infinities, more than 29 integer digits) become NULL.
-
-Nesting is bounded by ``max_table_nesting`` (dlt's own hint on the resource): deeper documents and arrays
-land as one JSON column. Sub-documents whose keys are data rather than field names (ObjectIds, 32/40/64-hex
-hashes, UUIDs, ISO dates, numbers) or that have more than ``max_object_keys`` keys would explode into a column
-per key; they are stored whole as dlt's ``json`` type (DuckDB ``JSON``, BigQuery ``JSON``), as are the dotted
-``json_paths`` (through arrays too: ``items.attributes``). An array holding such a sub-document is stored
-whole. The decision is a ``json`` column hint that dlt keeps in the schema, so a path, once JSON, stays JSON
-in every later run; the hint reaches the schema during extraction, before dlt normalizes any document of the
-run, so all documents of a run land alike. Only rows loaded by earlier runs, before a path first looked
-data-keyed, keep their flattened columns.
+Incremental state lives in dlt's resource state and is committed with the load: the last cursor value (as
+canonical Extended JSON, so its BSON type survives) and the keys of the documents at that value, which the
+next run skips because ``$gte`` returns them again.
 """
 
-import base64
-import functools
+from __future__ import annotations
+
+import atexit
+import json
 import logging
+import multiprocessing
+import os
 import re
-import sys
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, Protocol
 
+import bson
 import dlt
+import pyarrow as pa
+import pyarrow.compute as pc
 import pymongo
-from bson import DBRef, MaxKey, MinKey, ObjectId, Regex, json_util
-from bson.binary import Binary
-from bson.code import Code
-from bson.datetime_ms import DatetimeMS
-from bson.decimal128 import Decimal128
-from bson.timestamp import Timestamp
-from dlt.common.schema.typing import TColumnSchema
+from bson import ObjectId, json_util
+from bson.codec_options import CodecOptions
 from dlt.common.typing import TDataItems
 from dlt.extract import DltResource
-from dlt.extract.hints import TResourceHints
-from dlt.extract.incremental import Incremental
+from dlt.extract.hints import make_hints
 from pymongo.collection import Collection
+
+from mongodb_dlt.bson_arrow import (
+    CODEC_OPTIONS,
+    ConversionSettings,
+    ConvertedBatch,
+    ConvertedTable,
+    TablePath,
+    convert_documents,
+    convert_raw_batch,
+    extended_json,
+    identity,
+    random_row_ids,
+)
+from mongodb_dlt.columns import (
+    DELETED,
+    DOCUMENT_KEY,
+    LIST_INDEX,
+    PARENT_ID,
+    ROOT_ID,
+    ROOT_KEY,
+    ROW_ID,
+    TABLE_HINT,
+    CollectionNames,
+    TableNames,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 10_000
 """How long pymongo looks for a usable server before failing, unless the connection URL sets its own."""
 
-DECIMAL_SCALE = 9
-"""Fractional digits of dlt's default ``decimal`` column (precision 38, scale 9)."""
+CONVERSION_PROCESSES = max(1, min(2, os.cpu_count() or 1))
+"""Worker processes converting BSON to Arrow, shared by every collection loading in this process."""
 
-_DECIMAL_QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
-_DECIMAL_LIMIT = Decimal(10) ** (38 - DECIMAL_SCALE)
-# Decimal128 carries 34 significant digits; the default context (28) would round while quantizing.
-_DECIMAL_CONTEXT = Context(prec=80, rounding=ROUND_HALF_EVEN)
+_DISPLAY_DATES: CodecOptions[Any] = CodecOptions(tz_aware=True, tzinfo=UTC)
+_PROMOTE_OPTIONS = "data_writer.arrow_concat_promote_options"
+
+BATCHES_IN_FLIGHT_PER_PROCESS = 2
+"""Batches sent ahead to each conversion process: keeps them busy while memory stays bounded."""
 
 _HEX_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
-_DATA_KEY = re.compile(
-    r"[0-9a-fA-F]{24}|[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}"  # ObjectId, md5, sha1, sha256
-    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # UUID
-    r"|\d{4}-\d{2}(-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?)?"  # ISO date or month
-    r"|[+-]?\d+(\.\d+)?"  # number
+# cursor values kept in the state decode to exactly the types the converter sees (DatetimeMS, Binary)
+_CURSOR_JSON = json_util.CANONICAL_JSON_OPTIONS.with_options(
+    datetime_conversion=CODEC_OPTIONS.datetime_conversion, uuid_representation=CODEC_OPTIONS.uuid_representation
 )
-_UUID_SUBTYPES = (3, 4)
-_EXTENDED_JSON_TYPES = (Regex, Code, Timestamp, MinKey, MaxKey, DBRef, DatetimeMS, re.Pattern)
+
+_ROW_ID_COLUMN = {"name": ROW_ID, "data_type": "text", "nullable": False, "row_key": True, "unique": True}
+_CHILD_LINK_COLUMNS = {
+    ROW_ID: {"name": ROW_ID, "data_type": "text", "nullable": True, "row_key": True},
+    PARENT_ID: {"name": PARENT_ID, "data_type": "text", "nullable": True},
+    ROOT_ID: {"name": ROOT_ID, "data_type": "text", "nullable": True},
+    LIST_INDEX: {"name": LIST_INDEX, "data_type": "bigint", "nullable": True},
+}
 
 
 class IncrementalSettings(Protocol):
@@ -101,178 +112,36 @@ class IncrementalSettings(Protocol):
     initial_value: Any
 
 
-def convert_value(value: Any) -> Any:
-    """One BSON value as a type dlt loads losslessly (see the table in the module docstring)."""
-    value_type = type(value)
-    if value_type in (str, int, float, bool) or value is None:
-        return value
-    if value_type is dict:
-        return {key: convert_value(item) for key, item in value.items()}
-    if value_type is list:
-        return [convert_value(item) for item in value]
-    if value_type is ObjectId:
-        return str(value)
-    if isinstance(value, datetime):
-        return _as_utc(value)
-    if value_type is Decimal128:
-        return _fit_decimal(value.to_decimal())
-    if isinstance(value, Decimal):
-        return _fit_decimal(value)
-    if isinstance(value, _EXTENDED_JSON_TYPES):  # before str: Code is a str
-        return _extended_json(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, bytes):  # Binary is a bytes subclass
-        return _binary(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {key: convert_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [convert_value(item) for item in value]
-    return _extended_json(value)
+@dataclass
+class ExtractStats:
+    """What one extraction read and wrote, filled in as it goes: rows exclude merge's marker rows."""
+
+    documents: int = 0
+    skipped_at_boundary: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Table -> column -> MongoDB path and type, for every column the collection has."""
+    on_progress: Callable[[int], None] | None = None
+
+    def add_rows(self, table: str, rows: int) -> None:
+        self.rows[table] = self.rows.get(table, 0) + rows
 
 
-def convert_document(document: Mapping[str, Any]) -> dict[str, Any]:
-    """A whole MongoDB document as a dict dlt normalizes; a document or array ``_id`` becomes one text key."""
-    converted = {key: convert_value(value) for key, value in document.items()}
-    document_id = document.get("_id")
-    if isinstance(document_id, (Mapping, list)):
-        converted["_id"] = _extended_json(document_id)
-    return converted
+def _uri_sets(connection_url: str, option: str) -> bool:
+    query = connection_url.partition("?")[2].lower()
+    return any(part.partition("=")[0] == option.lower() for part in re.split(r"[&;]", query))
 
 
-@functools.lru_cache(maxsize=8192)
-def looks_like_data_key(key: str) -> bool:
-    """True for keys that are data rather than field names: ObjectIds, hashes, UUIDs, ISO dates, numbers."""
-    return _DATA_KEY.fullmatch(key) is not None
-
-
-def _as_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    elif value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    if type(value) is not datetime:  # pendulum and other subclasses, e.g. from dlt's state
-        value = datetime(
-            value.year,
-            value.month,
-            value.day,
-            value.hour,
-            value.minute,
-            value.second,
-            value.microsecond,
-            tzinfo=UTC,
-        )
-    return value
-
-
-def _fit_decimal(value: Decimal) -> Decimal | None:
-    if value.is_finite():
-        if value.as_tuple().exponent < -DECIMAL_SCALE:  # type: ignore[operator]  # finite: exponent is an int
-            value = value.quantize(_DECIMAL_QUANTUM, context=_DECIMAL_CONTEXT)
-        if abs(value) < _DECIMAL_LIMIT:
-            return value
-    _warn_once(f"Decimal128 values DECIMAL(38,{DECIMAL_SCALE}) cannot hold, such as {value}, load as NULL")
-    return None
-
-
-@functools.lru_cache(maxsize=64)
-def _warn_once(message: str) -> None:
-    logger.warning(message)
-
-
-def _binary(value: bytes) -> str:
-    if isinstance(value, Binary) and value.subtype in _UUID_SUBTYPES and len(value) == 16:
-        return str(uuid.UUID(bytes=bytes(value)))
-    return base64.b64encode(value).decode("ascii")
-
-
-def _extended_json(value: Any) -> str:
-    if isinstance(value, re.Pattern):
-        value = Regex.from_native(value)
-    return json_util.dumps(value, json_options=json_util.CANONICAL_JSON_OPTIONS)
-
-
-class _JsonColumns:
-    """Finds the sub-documents stored whole as JSON and turns newly found ones into dlt column hints.
-
-    Paths are tracked the way dlt's normalizer lays out tables: ``table`` holds the keys down to the innermost
-    array (the child table), ``columns`` the keys below it (flattened into one ``a__b`` column).
-    """
-
-    def __init__(
-        self, json_paths: Iterable[str], max_object_keys: int, max_table_nesting: int | None
-    ) -> None:
-        self._json_paths = frozenset(tuple(path.split(".")) for path in json_paths)
-        self._max_object_keys = max_object_keys
-        self._max_depth = sys.maxsize if max_table_nesting is None else max_table_nesting
-        self._columns: dict[tuple[str, ...], dict[str, TColumnSchema]] = {}
-
-    def scan(self, documents: Iterable[dict[str, Any]]) -> TResourceHints | None:
-        """Hints for every JSON column known so far, or None when ``documents`` added none."""
-        found = False
-        for document in documents:
-            found |= self._walk(document, (), (), (), 0)
-        return self._hints() if found else None
-
-    def _walk(
-        self,
-        document: dict[str, Any],
-        keys: tuple[str, ...],
-        table: tuple[str, ...],
-        columns: tuple[str, ...],
-        depth: int,
-    ) -> bool:
-        # dlt itself stores every container deeper than max_table_nesting as JSON: no hint needed there
-        if depth + 1 > self._max_depth:
-            return False
-        found = False
-        for key, value in document.items():
-            value_type = type(value)
-            if value_type is dict:
-                path = (*keys, key)
-                if path in self._json_paths or self._is_data_map(value):
-                    found |= self._add(table, (*columns, key))
-                else:
-                    found |= self._walk(value, path, table, (*columns, key), depth + 1)
-            elif value_type is list:
-                path = (*keys, key)
-                if path in self._json_paths or any(
-                    type(item) is dict and self._is_data_map(item) for item in value
-                ):
-                    found |= self._add(table, (*columns, key))
-                    continue
-                child_table = (*table, *columns, key)
-                for item in value:
-                    if type(item) is dict:
-                        found |= self._walk(item, path, child_table, (), depth + 1)
-                    elif type(item) is list:
-                        # dlt wraps a nested array as {"list": [...]}, one level deeper, in this child table
-                        found |= self._walk({"list": item}, path, child_table, (), depth + 2)
-        return found
-
-    def _is_data_map(self, document: dict[str, Any]) -> bool:
-        return len(document) > self._max_object_keys or any(looks_like_data_key(key) for key in document)
-
-    def _add(self, table: tuple[str, ...], columns: tuple[str, ...]) -> bool:
-        # raw keys joined by dlt's path separator: dlt normalizes this name as it names flattened columns
-        name = "__".join(columns)
-        table_columns = self._columns.setdefault(table, {})
-        if name in table_columns:
-            return False
-        table_columns[name] = {"name": name, "data_type": "json"}
-        return True
-
-    def _hints(self) -> TResourceHints:
-        nested = {table: {"columns": dict(columns)} for table, columns in self._columns.items() if table}
-        return dlt.mark.make_hints(
-            columns=dict(self._columns.get((), {})),
-            # dlt replaces nested hints as a whole, so every nested table known so far goes out each time
-            nested_hints=nested or None,  # type: ignore[arg-type]
-        )
+def connect(connection_url: str) -> pymongo.MongoClient:
+    """A pymongo client with our defaults (server selection timeout, app name); the URL's own options win.
+    Decoding options do not matter: documents are read as raw BSON and decoded by ``bson_arrow``."""
+    defaults = {
+        "uuidRepresentation": "standard",
+        "serverSelectionTimeoutMS": DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
+        "appname": "mongodb-dlt",
+    }
+    options = {key: value for key, value in defaults.items() if not _uri_sets(connection_url, key)}
+    return pymongo.MongoClient(connection_url, tz_aware=True, **options)
 
 
 def _projection(
@@ -283,10 +152,10 @@ def _projection(
     if isinstance(projection, Mapping):
         return dict(projection)
     fields = list(projection)
-    for field in required:
+    for field_name in required:
         # MongoDB rejects projecting both a field and its parent or child ("path collision")
-        if not any(field == f or field.startswith(f"{f}.") or f.startswith(f"{field}.") for f in fields):
-            fields.append(field)
+        if not any(field_name == f or field_name.startswith(f"{f}.") or f.startswith(f"{field_name}.") for f in fields):
+            fields.append(field_name)
     return dict.fromkeys(fields, 1)
 
 
@@ -299,12 +168,10 @@ def _query(user_filter: Mapping[str, Any] | None, cursor_field: str | None, star
     return {"$and": [query, condition]} if query else condition
 
 
-def _server_value(value: Any, collection: Collection, cursor_field: str) -> Any:
-    """The cursor value dlt keeps (a converted value) as the BSON value the server compares with."""
+def _initial_server_value(value: Any, collection: Collection, cursor_field: str) -> Any:
+    """A configured ``initial_value`` as the BSON value the server compares with."""
     if isinstance(value, datetime):
-        return _as_utc(value)
-    if isinstance(value, Decimal):
-        return Decimal128(value)
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     if isinstance(value, str) and _HEX_OBJECT_ID.fullmatch(value):
         # the same 24 hex digits may be an ObjectId or a string: the server's type order matches only one
         holds_object_ids = collection.find_one({cursor_field: {"$type": "objectId"}}, projection={"_id": 1})
@@ -313,49 +180,184 @@ def _server_value(value: Any, collection: Collection, cursor_field: str) -> Any:
     return value
 
 
-def _uri_sets(connection_url: str, option: str) -> bool:
-    query = connection_url.partition("?")[2].lower()
-    return any(part.partition("=")[0] == option.lower() for part in re.split(r"[&;]", query))
+def display_cursor(value: Any) -> Any:
+    """A cursor value as metadata shows it: dates as ISO-8601 UTC, ObjectIds as hex, else as the value is."""
+    if isinstance(value, bson.datetime_ms.DatetimeMS):
+        try:
+            return value.as_datetime(_DISPLAY_DATES).isoformat()
+        except (OverflowError, ValueError):
+            return extended_json(value)
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    if isinstance(value, (ObjectId, bson.decimal128.Decimal128)):
+        return str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return extended_json(value)
 
 
-def connect(connection_url: str) -> pymongo.MongoClient:
-    """A pymongo client set up for conversion: timezone-aware UTC dates, standard UUIDs, out-of-range dates
-    kept as DatetimeMS. Options the URL sets itself win over our defaults."""
-    options: dict[str, Any] = {"tz_aware": True, "datetime_conversion": "DATETIME_AUTO"}
-    defaults = {
-        "uuidRepresentation": "standard",
-        "serverSelectionTimeoutMS": DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
-        "appname": "mongodb-dlt",
-    }
-    options.update({key: value for key, value in defaults.items() if not _uri_sets(connection_url, key)})
-    return pymongo.MongoClient(connection_url, **options)
+# -- conversion in worker processes ----------------------------------------------------------------------------
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
-def _pages(
-    documents: Iterable[Mapping[str, Any]], batch_size: int, json_columns: _JsonColumns, label: str
-) -> Iterator[TDataItems]:
-    page: list[dict[str, Any]] = []
-    pages = total = 0
-    for document in documents:
-        page.append(convert_document(document))
-        if len(page) < batch_size:
-            continue
-        yield from _emit(page, json_columns)
-        pages, total = pages + 1, total + len(page)
-        logger.debug("%s: page %d read, %d documents so far", label, pages, total)
-        page = []
+def _conversion_pool() -> ProcessPoolExecutor:
+    """The process-wide pool of conversion workers, started on first use (spawned: the caller has threads)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(CONVERSION_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
+            atexit.register(_pool.shutdown, cancel_futures=True)
+        return _pool
+
+
+def _done(batch: ConvertedBatch) -> Future[ConvertedBatch]:
+    future: Future[ConvertedBatch] = Future()
+    future.set_result(batch)
+    return future
+
+
+def _raw_batches(source: Collection, query: Mapping[str, Any], **find: Any) -> Iterator[bytes]:
+    """The server's replies as BSON bytes. Another client than pymongo's (mongomock in unit tests) gets its
+    documents encoded back to BSON, so every client takes the same conversion path."""
+    if isinstance(source, Collection):
+        cursor = source.find_raw_batches(query, **find)
+        try:
+            yield from cursor
+        finally:
+            cursor.close()
+        return
+    batch_size = find.pop("batch_size")
+    find.pop("allow_disk_use", None)
+    page: list[bytes] = []
+    for document in source.find(query, **find):
+        page.append(bson.encode(document))
+        if len(page) >= batch_size:
+            yield b"".join(page)
+            page = []
     if page:
-        yield from _emit(page, json_columns)
-        pages, total = pages + 1, total + len(page)
-    logger.debug("%s: done, %d documents in %d pages", label, total, pages)
+        yield b"".join(page)
 
 
-def _emit(page: list[dict[str, Any]], json_columns: _JsonColumns) -> Iterator[TDataItems]:
-    hints = json_columns.scan(page)
-    if hints is not None:
-        # hints travel on an empty item of their own so dlt applies them even when incremental drops the page
-        yield dlt.mark.with_hints([], hints)
-    yield page
+# -- assembling dlt items ---------------------------------------------------------------------------------------
+
+
+class _Assembler:
+    """Turns converted batches into named Arrow tables with their dlt hints, in batch order."""
+
+    def __init__(
+        self,
+        names: CollectionNames,
+        write_disposition: str,
+        schema_contract: Any,
+        stats: ExtractStats,
+    ) -> None:
+        self.names = names
+        self.write_disposition = write_disposition
+        self.schema_contract = schema_contract
+        self.stats = stats
+        self.merge = write_disposition == "merge"
+
+    def items(self, batch: ConvertedBatch) -> Iterator[TDataItems]:
+        root = batch.tables.get(())
+        if root is None or root.rows == 0:
+            return
+        row_ids: dict[TablePath, pa.Array] = {(): random_row_ids(root.rows)}
+        root_names = self.names.table(())
+        arrays = {DOCUMENT_KEY: batch.keys, ROW_ID: row_ids[()], **self._named(root_names, root)}
+        yield self._with_hints(root_names, pa.table(arrays), root=True)
+        self.stats.add_rows(root_names.name, root.rows)
+
+        child_keys: dict[TablePath, pa.Array] = {}
+        for path, table in batch.tables.items():
+            if path == ():
+                continue
+            parent_ids = row_ids[path[:-1]]
+            ids = row_ids[path] = random_row_ids(table.rows)
+            names = self.names.table(path)
+            arrays = {
+                ROOT_KEY: pc.take(batch.keys, table.root_rows),
+                ROW_ID: ids,
+                PARENT_ID: pc.take(parent_ids, table.parent_rows),
+                ROOT_ID: pc.take(row_ids[()], table.root_rows),
+                LIST_INDEX: table.list_index,
+                **self._named(names, table),
+            }
+            if self.merge:
+                arrays[DELETED] = pa.nulls(table.rows, pa.bool_())
+            child_keys[path] = arrays[ROOT_KEY]
+            self.stats.add_rows(names.name, table.rows)
+            yield self._with_hints(names, pa.table(arrays), root=False)
+        if self.merge:
+            yield from self._clear_markers(batch.keys, child_keys)
+
+    def _clear_markers(
+        self, keys: pa.Array, child_keys: dict[TablePath, pa.Array]
+    ) -> Iterator[TDataItems]:
+        """Marker rows clearing, in every known child table, the old rows of documents that have none now."""
+        for path, names in list(self.names.tables.items()):
+            if path == ():
+                continue
+            present = child_keys.get(path)
+            missing = keys if present is None else pc.filter(keys, pc.invert(pc.is_in(keys, value_set=present)))
+            if len(missing) == 0:
+                continue
+            markers = pa.table({ROOT_KEY: missing, DELETED: pa.array([True] * len(missing), pa.bool_())})
+            yield self._with_hints(names, markers, root=False)
+
+    def _named(self, names: TableNames, table: ConvertedTable) -> dict[str, pa.Array]:
+        return {names.column(field_path, tag): array for (field_path, tag), array in table.columns.items()}
+
+    def _with_hints(self, names: TableNames, arrow_table: pa.Table, root: bool) -> TDataItems:
+        columns = names.take_new_columns()
+        if root:
+            columns[ROW_ID] = _ROW_ID_COLUMN
+            columns[DOCUMENT_KEY] = {"name": DOCUMENT_KEY, "data_type": "text", "nullable": False}
+            keys: dict[str, Any] = {"primary_key": DOCUMENT_KEY} if self.merge else {}
+        else:
+            columns.update(_CHILD_LINK_COLUMNS)
+            columns[ROOT_KEY] = {"name": ROOT_KEY, "data_type": "text", "nullable": False}
+            keys = {}
+            if self.merge:
+                columns[DELETED] = {"name": DELETED, "data_type": "bool", "nullable": True, "hard_delete": True}
+                keys = {"merge_key": ROOT_KEY}
+        hints = make_hints(
+            table_name=names.name,
+            write_disposition=self.write_disposition,  # type: ignore[arg-type]
+            columns=columns,  # type: ignore[arg-type]
+            schema_contract=self.schema_contract,
+            additional_table_hints={TABLE_HINT: json.dumps([list(part) for part in names.path])},
+            **keys,
+        )
+        return dlt.mark.with_hints(arrow_table, hints, create_table_variant=True)
+
+
+class _ExpectedHintOverride(logging.Filter):
+    """Drops dlt's warning that column hints override the Arrow types: ours do on purpose (a ``json`` column
+    arrives as Arrow text), once per batch, which would bury every other line of the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "when merging arrow schema with dlt schema" not in record.getMessage()
+
+
+_HINT_OVERRIDE_FILTER = _ExpectedHintOverride()
+
+
+def _allow_schema_growth() -> None:
+    """Lets dlt buffer Arrow tables of one table whose columns grow from batch to batch (a new field, a new
+    variant). dlt's "default" promotion only adds the missing columns as nulls; a column's type never changes
+    here, since each (path, type) pair has a column of its own. A value the user configured is kept."""
+    try:
+        configured = dlt.config[_PROMOTE_OPTIONS]
+    except KeyError:
+        configured = None
+    if configured is None:
+        dlt.config[_PROMOTE_OPTIONS] = "default"
+    logging.getLogger("dlt").addFilter(_HINT_OVERRIDE_FILTER)
+
+
+# -- the resource -----------------------------------------------------------------------------------------------
 
 
 def mongodb_collection(
@@ -370,42 +372,67 @@ def mongodb_collection(
     write_disposition: str = "merge",
     primary_key: Sequence[str] = ("_id",),
     batch_size: int = 1000,
-    max_table_nesting: int | None = None,
+    max_table_nesting: int | None = 2,
     json_paths: Sequence[str] = (),
     max_object_keys: int = 64,
     table_name: str | None = None,
     schema_contract: str | Mapping[str, str] | None = None,
     client: Any = None,
+    stats: ExtractStats | None = None,
+    conversion_processes: int | None = None,
 ) -> DltResource:
     """A dlt resource that reads one collection; nothing connects until dlt extracts it.
 
     ``projection`` is a list of fields (``_id``, the primary key and the cursor are always added) or a MongoDB
-    projection document used as given. ``incremental`` has ``cursor_field`` and ``initial_value`` (of the
-    cursor's converted type: datetime, number, str; an ObjectId or its lowercase hex for ObjectId cursors);
-    dlt keeps the last value in the resource's state, and documents without the cursor (or with null) are not
-    read. ``schema_contract`` is dlt's (``freeze`` fails the load on a new column or type). ``client`` (pymongo
-    or mongomock) is used instead of connecting to ``connection_url`` and is left open.
+    projection document used as given. ``incremental`` has ``cursor_field`` and ``initial_value`` (a datetime,
+    number, string; an ObjectId or its lowercase hex for ObjectId cursors); documents without the cursor (or
+    with null) are not read. ``schema_contract`` is dlt's. ``client`` (pymongo, or mongomock in tests) is used
+    instead of connecting to ``connection_url`` and is left open. ``stats`` is filled in while dlt extracts.
+    ``conversion_processes`` caps the worker processes (0: convert in this process; default: all cores).
     """
+    label = f"{database}.{collection}"
     if client is None and connection_url is None:
-        raise ValueError(f"{database}.{collection}: give a connection_url or a client")
+        raise ValueError(f"{label}: give a connection_url or a client")
     if batch_size < 1:
-        raise ValueError(f"{database}.{collection}: batch_size must be at least 1, not {batch_size}")
+        raise ValueError(f"{label}: batch_size must be at least 1, not {batch_size}")
     cursor_field = incremental.cursor_field if incremental is not None else None
-    required_fields = ["_id", *primary_key] if cursor_field is None else ["_id", *primary_key, cursor_field]
+    key_fields = list(primary_key) or ["_id"]
+    required_fields = ["_id", *key_fields] if cursor_field is None else ["_id", *key_fields, cursor_field]
     read_projection = _projection(projection, dict.fromkeys(required_fields))
     sort = [(cursor_field or "_id", pymongo.ASCENDING)]
-    label = f"{database}.{collection}"
+    settings = ConversionSettings(
+        max_table_nesting=max_table_nesting,
+        json_paths=frozenset(tuple(path.split(".")) for path in json_paths),
+        max_object_keys=max_object_keys,
+        key_paths=tuple(tuple(key.split(".")) for key in key_fields),
+        cursor_path=tuple(cursor_field.split(".")) if cursor_field else None,
+    )
+    resource_name = table_name or collection
+    _allow_schema_growth()
+    processes = CONVERSION_PROCESSES if conversion_processes is None else conversion_processes
 
-    def read_collection(cursor: Incremental[Any] | None = None) -> Iterator[TDataItems]:
+    def read_collection() -> Iterator[TDataItems]:
+        run_stats = stats if stats is not None else ExtractStats()
+        schema = dlt.current.source_schema()
+        root_table = schema.naming.normalize_tables_path(resource_name)
+        names = CollectionNames(root_table, schema.tables)
+        assembler = _Assembler(names, write_disposition, schema_contract, run_stats)
+        cursor_state = _CursorState.load(dlt.current.resource_state(), cursor_field) if cursor_field else None
+
         mongo = client if client is not None else connect(connection_url)  # type: ignore[arg-type]
         try:
             source = mongo[database][collection]
             start = None
-            if cursor is not None and cursor.last_value is not None:
-                start = _server_value(cursor.last_value, source, cursor.cursor_path)
+            if cursor_state is not None and cursor_field is not None:
+                start = cursor_state.start_value()
+                if cursor_state.legacy:
+                    start = _initial_server_value(start, source, cursor_field)
+                if start is None and incremental is not None and incremental.initial_value is not None:
+                    start = _initial_server_value(incremental.initial_value, source, cursor_field)
             query = _query(filter, cursor_field, start)
             logger.debug("%s: find %s sort %s", label, query, sort)
-            documents = source.find(
+            raw_batches = _raw_batches(
+                source,
                 query,
                 projection=read_projection,
                 sort=sort,
@@ -414,33 +441,201 @@ def mongodb_collection(
                 # a cursor field without an index is sorted by the server; past 100 MB it needs the disk
                 allow_disk_use=cursor_field is not None or None,
             )
-            try:
-                yield from _pages(
-                    documents, batch_size, _JsonColumns(json_paths, max_object_keys, max_table_nesting), label
-                )
-            finally:
-                documents.close()
+            boundary = cursor_state.boundary() if cursor_state is not None else (None, frozenset())
+            pending: deque[tuple[Future[ConvertedBatch], bytes]] = deque()
+            in_flight = max(1, processes) * BATCHES_IN_FLIGHT_PER_PROCESS
+            for number, raw in enumerate(raw_batches):
+                if number == 0 or processes == 0:
+                    # the first batch in this process: a small collection never waits for workers to start
+                    pending.append((_done(_convert(raw, settings, boundary, label)), raw))
+                else:
+                    pending.append((_conversion_pool().submit(convert_raw_batch, raw, settings, *boundary), raw))
+                while len(pending) >= in_flight or (pending and pending[0][0].done()):
+                    batch = _result(*pending.popleft(), settings, boundary, label)
+                    yield from _use(batch, assembler, cursor_state, run_stats)
+            while pending:
+                batch = _result(*pending.popleft(), settings, boundary, label)
+                yield from _use(batch, assembler, cursor_state, run_stats)
         finally:
             if client is None:
                 mongo.close()
+        if cursor_state is not None:
+            cursor_state.save()
+        run_stats.columns = names.all_paths()
+        logger.debug("%s: done, %d documents", label, run_stats.documents)
 
-    cursor_settings = None
-    if incremental is not None:
-        initial_value = incremental.initial_value
-        cursor_settings = dlt.sources.incremental(
-            incremental.cursor_field,
-            initial_value=None if initial_value is None else convert_value(initial_value),
-            on_cursor_value_missing="exclude",
-        )
     return dlt.resource(  # type: ignore[call-overload, no-any-return]
         read_collection,
-        name=table_name or collection,
+        name=resource_name,
         write_disposition=write_disposition,
-        primary_key=list(primary_key) or None,
         max_table_nesting=max_table_nesting,
-        incremental=cursor_settings,
         schema_contract=schema_contract,
     )
+
+
+def _use(
+    batch: ConvertedBatch,
+    assembler: _Assembler,
+    cursor_state: _CursorState | None,
+    stats: ExtractStats,
+) -> Iterator[TDataItems]:
+    yield from assembler.items(batch)
+    stats.documents += batch.documents
+    stats.skipped_at_boundary += batch.skipped
+    if cursor_state is not None:
+        cursor_state.advance(batch)
+    if stats.on_progress is not None:
+        stats.on_progress(stats.documents)
+
+
+def _convert(
+    raw: bytes, settings: ConversionSettings, boundary: tuple[str | None, frozenset[str]], label: str
+) -> ConvertedBatch:
+    try:
+        return convert_raw_batch(raw, settings, *boundary)
+    except Exception as error:
+        raise DocumentConversionError.locate(raw, settings, boundary, label, error) from error
+
+
+def _result(
+    future: Future[ConvertedBatch],
+    raw: bytes,
+    settings: ConversionSettings,
+    boundary: tuple[str | None, frozenset[str]],
+    label: str,
+) -> ConvertedBatch:
+    try:
+        return future.result()
+    except Exception as error:
+        raise DocumentConversionError.locate(raw, settings, boundary, label, error) from error
+
+
+class DocumentConversionError(ValueError):
+    """A document MongoDB returned that we could not convert; the message names its ``_id`` and field."""
+
+    @classmethod
+    def locate(
+        cls,
+        raw: bytes,
+        settings: ConversionSettings,
+        boundary: tuple[str | None, frozenset[str]],
+        label: str,
+        error: Exception,
+    ) -> DocumentConversionError:
+        """Converts the documents of ``raw`` one by one to name the first one (and its field) that fails."""
+        offset = 0
+        while offset + 4 <= len(raw):
+            length = int.from_bytes(raw[offset : offset + 4], "little")
+            document = raw[offset : offset + length]
+            offset += length
+            try:
+                convert_raw_batch(document, settings, *boundary)
+            except Exception as document_error:
+                document_id, field_name = _locate_field(document)
+                return cls(
+                    f"{label}: document _id={document_id}, field {field_name!r}: "
+                    f"{type(document_error).__name__}: {document_error}"
+                )
+        return cls(f"{label}: a batch could not be converted: {type(error).__name__}: {error}")
+
+
+def _locate_field(document: bytes) -> tuple[str, str | None]:
+    """The document's ``_id`` (Extended JSON, or ``?``) and the first top-level field that fails to convert."""
+    document_id, failing = "?", None
+    for key, element in _elements(document):
+        try:
+            value = bson.decode((len(element) + 4).to_bytes(4, "little") + element, CODEC_OPTIONS)
+            convert_documents([value], ConversionSettings())
+        except Exception:  # the first failing field is what we report
+            failing = failing or key
+            continue
+        if key == "_id":
+            document_id = extended_json(value["_id"])
+    return document_id, failing
+
+
+# Size of a BSON element's value by type byte, where it is fixed.
+_FIXED_SIZES = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16,
+                0x7F: 0, 0xFF: 0}
+
+
+def _elements(document: bytes) -> Iterator[tuple[str, bytes]]:
+    """The top-level elements of one BSON document, each as ``(key, element bytes + terminator)``."""
+    offset, end = 4, len(document) - 1
+    while offset < end:
+        start = offset
+        element_type = document[offset]
+        name_end = document.index(b"\x00", offset + 1)
+        key = document[offset + 1 : name_end].decode("utf-8", "replace")
+        offset = name_end + 1
+        if element_type in _FIXED_SIZES:
+            offset += _FIXED_SIZES[element_type]
+        elif element_type in (0x02, 0x0D, 0x0E):  # string, code, symbol: int32 length + bytes
+            offset += 4 + int.from_bytes(document[offset : offset + 4], "little")
+        elif element_type in (0x03, 0x04, 0x0F):  # document, array, code with scope: int32 total length
+            offset += int.from_bytes(document[offset : offset + 4], "little")
+        elif element_type == 0x05:  # binary: int32 length, subtype, bytes
+            offset += 5 + int.from_bytes(document[offset : offset + 4], "little")
+        elif element_type == 0x0B:  # regex: two cstrings
+            offset = document.index(b"\x00", document.index(b"\x00", offset) + 1) + 1
+        elif element_type == 0x0C:  # DBPointer: string + 12 bytes
+            offset += 4 + int.from_bytes(document[offset : offset + 4], "little") + 12
+        else:
+            return
+        yield key, document[start:offset] + b"\x00"
+
+
+@dataclass
+class _CursorState:
+    """An incremental cursor kept in dlt's resource state: ``last_value`` for people (ISO dates), and
+    ``last_value_bson`` (canonical Extended JSON) plus ``keys_at_last_value`` for the next run."""
+
+    state: dict[str, Any]
+    last_value: Any = None
+    last_identity: str | None = None
+    keys: list[str] = field(default_factory=list)
+    previous_identity: str | None = None
+    previous_keys: frozenset[str] = frozenset()
+    legacy: bool = False
+    """The state was written by version 1.0 (dlt's incremental): ``last_value`` only, in its converted form."""
+
+    @classmethod
+    def load(cls, resource_state: dict[str, Any], cursor_field: str) -> _CursorState:
+        state = resource_state.setdefault("incremental", {}).setdefault(cursor_field, {})
+        cursor = cls(state)
+        if "last_value_bson" in state:
+            cursor.last_value = json_util.loads(state["last_value_bson"], json_options=_CURSOR_JSON)
+            cursor.last_identity = cursor.previous_identity = identity(cursor.last_value)
+            cursor.keys = list(state.get("keys_at_last_value", []))
+            cursor.previous_keys = frozenset(cursor.keys)
+        elif state.get("last_value") is not None:
+            cursor.last_value, cursor.last_identity, cursor.legacy = state["last_value"], "legacy", True
+        return cursor
+
+    def start_value(self) -> Any:
+        """The BSON value to read from (``$gte``), or None on a first run."""
+        return self.last_value if self.last_identity is not None else None
+
+    def boundary(self) -> tuple[str | None, frozenset[str]]:
+        return self.previous_identity, self.previous_keys
+
+    def advance(self, batch: ConvertedBatch) -> None:
+        if batch.documents == 0:
+            return
+        batch_identity = identity(batch.last_cursor)
+        if batch_identity == self.last_identity:
+            self.keys.extend(batch.keys_at_last_cursor)
+        else:
+            self.last_value, self.last_identity, self.keys = batch.last_cursor, batch_identity, list(
+                batch.keys_at_last_cursor
+            )
+
+    def save(self) -> None:
+        if self.last_identity is None:
+            return
+        self.state["last_value"] = display_cursor(self.last_value)
+        self.state["last_value_bson"] = json_util.dumps(self.last_value, json_options=_CURSOR_JSON)
+        self.state["keys_at_last_value"] = sorted(set(self.keys))
 
 
 @dlt.source(name="mongodb")

@@ -1,0 +1,550 @@
+"""Raw BSON batches -> Arrow columns, one set per table, with every value kept in a column of its own type.
+
+This module only converts: it knows BSON and Arrow, not dlt or column names. A batch (the bytes of a server
+reply) is decoded by bson's C decoder, walked once, and comes out as ``ConvertedBatch``: for the root table and
+for every child table (one per array path), the rows, the links to the parent rows, and one Arrow array per
+``(field path, type tag)`` pair. A field that holds several BSON types gives several pairs; ``columns.py``
+names them (the first type seen owns the plain name, the others get ``__v_<tag>`` variants). Nothing is ever
+coerced from one type into another.
+
+The walk is plain Python over the decoded values, run in worker processes (see ``BatchConverter``) so that it
+uses both cores while the main process reads from MongoDB and dlt writes files. The tags and how each lands:
+
+=========================  =================  =======================================================
+BSON                       tag                Arrow value (DuckDB / BigQuery column)
+=========================  =================  =======================================================
+String                     ``string``         string (VARCHAR / STRING)
+Int32, Int64               ``int64``          int64 (BIGINT / INT64): every Int32 is an exact Int64
+Double                     ``double``         float64, NaN, +-Infinity and -0.0 kept (DOUBLE / FLOAT64)
+Boolean                    ``bool``           bool (BOOLEAN / BOOL)
+Date, years 1..9999        ``date``           timestamp[ms, UTC] (TIMESTAMPTZ / TIMESTAMP)
+Date, other years          ``date_text``      Extended JSON text ``{"$date": {"$numberLong": "..."}}``
+ObjectId                   ``objectid``       24 lowercase hex characters (VARCHAR / STRING)
+Decimal128 that fits       ``decimal``        decimal128(38, 9), exact (DECIMAL(38,9) / NUMERIC)
+other Decimal128           ``decimal_text``   its exact string: ``1E+40``, ``NaN``, 34 digits
+Binary subtype 4 (UUID)    ``uuid``           canonical ``xxxxxxxx-xxxx-...`` text
+Binary subtype 0           ``binary``         bytes (BLOB / BYTES)
+Binary, other subtypes     ``binary_<n>``     bytes
+Timestamp, Regex, Code,    ``timestamp``,     Extended JSON v2 canonical text, one tag per BSON type
+Code with scope, MinKey,   ``regex``, ...
+MaxKey, DBRef, Symbol...
+Null or missing            (no tag)           NULL in every column of the field
+Embedded document          (flattened)        one column per leaf, path ``(parent, child)``
+Array                      (child table)      rows of a child table; scalars in its ``value`` column
+deeper than max nesting,   ``json``           relaxed Extended JSON text, dlt's ``json`` type
+data-keyed map, json_paths
+=========================  =================  =======================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+import pyarrow as pa
+from bson import DBRef, MaxKey, MinKey, ObjectId, Regex, json_util
+from bson.binary import Binary, UuidRepresentation
+from bson.code import Code
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.datetime_ms import DatetimeMS
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+from bson.timestamp import Timestamp
+
+FieldPath = tuple[str, ...]
+"""Raw MongoDB keys from a table's row down to a leaf; ``()`` is the element itself of a scalar array."""
+
+TablePath = tuple[FieldPath, ...]
+"""Where a child table's rows come from: the field path of an array in the root document, then the field path
+of an array inside that array's elements, and so on (``(("items",), ("tags",))``); ``()`` is the root table.
+``(LIST_LEVEL,)`` is an array directly inside an array."""
+
+LIST_LEVEL = "\x00list"
+"""Path segment of an array nested directly in an array (MongoDB keys cannot contain NUL)."""
+
+DECIMAL_PRECISION = 38
+DECIMAL_SCALE = 9
+DECIMAL_TYPE = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
+_DECIMAL_LIMIT = 10**DECIMAL_PRECISION
+_POWERS_OF_TEN = [10**power for power in range(DECIMAL_PRECISION + 1)]
+# Decimal128's BID layout (high 64 bits): sign, then 11110/11111 for infinities/NaN, 11 for the large form.
+_INFINITY_MASK = 0x78 << 56
+_LARGE_FORM_MASK = 3 << 61
+_EXPONENT_BIAS = 6176
+_COEFFICIENT_HIGH_MASK = (1 << 49) - 1
+_ZERO_DECIMAL = bytes(16)
+
+# Dates Python, DuckDB's client and every warehouse read without overflow: 0001-01-01 .. 9999-12-31.
+_MIN_DATE_MS = -62_135_596_800_000
+_MAX_DATE_MS = 253_402_300_799_999
+
+CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
+    document_class=dict,
+    tz_aware=False,
+    # dates as plain milliseconds: no datetime objects to build, and no year range to fall over
+    datetime_conversion=DatetimeConversion.DATETIME_MS,
+    # UUIDs stay Binary so the subtype decides, never the client's configuration
+    uuid_representation=UuidRepresentation.UNSPECIFIED,
+)
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int64": pa.int64(),
+    "double": pa.float64(),
+    "bool": pa.bool_(),
+    "date": pa.timestamp("ms", tz="UTC"),
+    "objectid": pa.string(),
+    "decimal": DECIMAL_TYPE,
+    "uuid": pa.string(),
+    "binary": pa.binary(),
+    "json": pa.string(),
+}
+"""Arrow type of each tag; tags not listed (Extended JSON text, ``decimal_text``, ``date_text``) are strings."""
+
+JSON_TAG = "json"
+
+_EXTENDED_JSON_TAGS: dict[type, str] = {
+    Timestamp: "timestamp",
+    Regex: "regex",
+    MinKey: "minkey",
+    MaxKey: "maxkey",
+    DBRef: "dbref",
+}
+_CANONICAL = json_util.CANONICAL_JSON_OPTIONS
+_RELAXED = json_util.RELAXED_JSON_OPTIONS
+
+_DATA_KEY = re.compile(
+    r"[0-9a-fA-F]{24}|[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}"  # ObjectId, md5, sha1, sha256
+    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # UUID
+    r"|\d{4}-\d{2}(-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?)?"  # ISO date or month
+    r"|[+-]?\d+(\.\d+)?"  # number
+)
+
+
+def arrow_type(tag: str) -> pa.DataType:
+    """The Arrow type of a tag's column."""
+    return ARROW_TYPES.get(tag, pa.string())
+
+
+def looks_like_data_key(key: str) -> bool:
+    """True for keys that are data rather than field names: ObjectIds, hashes, UUIDs, ISO dates, numbers."""
+    return _DATA_KEY.fullmatch(key) is not None
+
+
+def extended_json(value: Any) -> str:
+    """Canonical Extended JSON v2 text of one value: lossless, the type is in the text."""
+    if isinstance(value, re.Pattern):
+        value = Regex.from_native(value)
+    return json_util.dumps(value, json_options=_CANONICAL)
+
+
+def relaxed_json(value: Any) -> str:
+    """Relaxed Extended JSON text of a sub-document or array stored whole (what ``mongoexport`` writes)."""
+    return json_util.dumps(value, json_options=_RELAXED)
+
+
+def tagged(value: Any) -> tuple[str, Any] | None:
+    """The tag and the Arrow-ready value of one scalar BSON value; None for null. Documents and arrays are the
+    walker's: here they are Extended JSON text (used for ``_id`` keys and cursors)."""
+    value_type = type(value)
+    if value_type is str:
+        return "string", value
+    if value_type is bool:
+        return "bool", value
+    if value_type is int or value_type is Int64:
+        return "int64", int(value)
+    if value_type is float:
+        return "double", value
+    if value_type is ObjectId:
+        return "objectid", str(value)
+    if value_type is DatetimeMS:
+        milliseconds = int(value)
+        if _MIN_DATE_MS <= milliseconds <= _MAX_DATE_MS:
+            return "date", milliseconds
+        return "date_text", extended_json(value)
+    if value_type is Decimal128:
+        unscaled = decimal_unscaled(value)
+        if unscaled is not None:
+            return "decimal", unscaled
+        return "decimal_text", str(value)
+    if value is None:
+        return None
+    if value_type is Binary or value_type is bytes:
+        subtype = getattr(value, "subtype", 0)
+        if subtype == 4 and len(value) == 16:
+            return "uuid", str(uuid.UUID(bytes=bytes(value)))
+        return ("binary" if subtype == 0 else f"binary_{subtype}"), bytes(value)
+    if value_type is Code:  # a str subclass: before any isinstance(str)
+        return ("code_with_scope" if value.scope is not None else "code"), extended_json(value)
+    tag = _EXTENDED_JSON_TAGS.get(value_type)
+    if tag is not None:
+        return tag, extended_json(value)
+    if isinstance(value, (dict, list)):
+        return JSON_TAG, relaxed_json(value)
+    if isinstance(value, uuid.UUID):
+        return "uuid", str(value)
+    return type(value).__name__.lower(), extended_json(value)
+
+
+def decimal_unscaled(value: Decimal128) -> int | None:
+    """The integer ``value * 10**9`` when DECIMAL(38, 9) holds ``value`` exactly, else None (NaN, infinities,
+    more than 9 fractional digits, 30 or more integer digits). Read straight from the IEEE 754-2008 BID bits:
+    ``Decimal128.to_decimal`` costs ten times as much."""
+    high, low = value.bid[8:], value.bid[:8]
+    bits_high = int.from_bytes(high, "little")
+    if bits_high & _INFINITY_MASK == _INFINITY_MASK:  # NaN or an infinity
+        return None
+    if bits_high & _LARGE_FORM_MASK == _LARGE_FORM_MASK:
+        # the "large coefficient" form can only hold coefficients above 10**34: non-canonical, read as 0
+        return 0
+    exponent = ((bits_high >> 49) & 0x3FFF) - _EXPONENT_BIAS
+    coefficient = ((bits_high & _COEFFICIENT_HIGH_MASK) << 64) | int.from_bytes(low, "little")
+    if coefficient == 0:
+        return 0
+    shift = exponent + DECIMAL_SCALE
+    if shift > DECIMAL_PRECISION or shift < -DECIMAL_PRECISION:
+        return None
+    if shift < 0:  # more than 9 fractional digits: exact only when the extra ones are zeros ("1.0000000000")
+        unscaled, remainder = divmod(coefficient, _POWERS_OF_TEN[-shift])
+        if remainder:
+            return None
+    else:
+        unscaled = coefficient * _POWERS_OF_TEN[shift]
+    if unscaled >= _DECIMAL_LIMIT:
+        return None
+    return -unscaled if bits_high >> 63 else unscaled
+
+
+def identity(value: Any) -> str:
+    """A text key that is equal for two values exactly when MongoDB holds them equal as ``_id``s: the type is
+    part of it (``1`` and ``"1"`` differ), numbers compare by value (``1``, ``1.0`` and ``NumberLong(1)`` are one
+    key, as in a unique index), null is a key of its own."""
+    value_type = type(value)
+    if value_type is str:
+        return "s:" + value
+    if value_type is ObjectId:
+        return "o:" + str(value)
+    if value_type is bool:
+        return "b:" + ("true" if value else "false")
+    if value_type is int or value_type is Int64:
+        return f"n:{int(value)}"
+    if value_type is float:
+        if value == value and value not in (float("inf"), float("-inf")) and value.is_integer():
+            return f"n:{int(value)}"
+        return f"n:{value!r}"
+    if value_type is Decimal128:
+        number = value.to_decimal()
+        if number.is_finite() and number == number.to_integral_value():
+            return f"n:{int(number)}"
+        return f"n:{number.normalize()}" if number.is_finite() else f"n:{number}"
+    if value is None:
+        return "null"
+    if value_type is DatetimeMS:
+        return f"d:{int(value)}"
+    return "x:" + extended_json(value)
+
+
+def composite_identity(document: Mapping[str, Any], key_paths: Sequence[FieldPath]) -> str:
+    """``identity`` of the primary key fields of ``document`` (dotted paths), one text for the whole key."""
+    if len(key_paths) == 1:
+        return identity(_get(document, key_paths[0]))
+    return "\x1f".join(identity(_get(document, path)) for path in key_paths)
+
+
+def _get(document: Mapping[str, Any], path: FieldPath) -> Any:
+    value: Any = document
+    for key in path:
+        if type(value) is not dict:
+            return None
+        value = value.get(key)
+    return value
+
+
+@dataclass(frozen=True)
+class ConversionSettings:
+    """What the walk needs to know of a collection; pickled to the worker processes."""
+
+    max_table_nesting: int | None = 2
+    json_paths: frozenset[FieldPath] = frozenset()
+    """Dotted paths stored as JSON, as key tuples; through arrays too (``items.attributes``)."""
+    max_object_keys: int = 64
+    key_paths: tuple[FieldPath, ...] = (("_id",),)
+    cursor_path: FieldPath | None = None
+
+
+@dataclass
+class ConvertedTable:
+    """One table's rows of one batch. ``parent_rows``/``root_rows`` index rows of the parent and root tables
+    of the same batch; all None for the root table."""
+
+    rows: int
+    columns: dict[tuple[FieldPath, str], pa.Array]
+    parent_rows: pa.Array | None = None
+    root_rows: pa.Array | None = None
+    list_index: pa.Array | None = None
+
+
+@dataclass
+class ConvertedBatch:
+    """A batch of documents as Arrow columns per table, plus what incremental loading and errors need."""
+
+    documents: int
+    tables: dict[TablePath, ConvertedTable]
+    keys: pa.Array
+    first_id: str | None = None
+    last_cursor: Any = None
+    """The raw cursor value of the last document (the reads are sorted on the cursor), or None."""
+    keys_at_last_cursor: list[str] = field(default_factory=list)
+    skipped: int = 0
+    """Documents left out because the previous run loaded them (the incremental boundary)."""
+
+
+class _TableBuilder:
+    """Columns of one table under construction. ``slots`` maps ``(prefix, key)`` to ``{tag: values}``; a
+    column list is padded with None up to the row it is written at, and to ``rows`` when built."""
+
+    __slots__ = ("list_index", "parent_rows", "root_rows", "rows", "slots")
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.slots: dict[tuple[FieldPath, str], dict[str, list[Any]]] = {}
+        self.parent_rows: list[int] = []
+        self.root_rows: list[int] = []
+        self.list_index: list[int] = []
+
+    def put(self, row: int, prefix: FieldPath, key: str, tag: str, value: Any) -> None:
+        slot = self.slots.get((prefix, key))
+        if slot is None:
+            slot = self.slots[(prefix, key)] = {}
+        column = slot.get(tag)
+        if column is None:
+            column = slot[tag] = []
+        if len(column) < row:
+            column.extend([None] * (row - len(column)))
+        column.append(value)
+
+    def build(self, is_root: bool) -> ConvertedTable:
+        columns = {}
+        for (prefix, key), slot in self.slots.items():
+            field_path = prefix if key == _ELEMENT else (*prefix, key)
+            for tag, values in slot.items():
+                if len(values) < self.rows:
+                    values.extend([None] * (self.rows - len(values)))
+                columns[(field_path, tag)] = (
+                    _decimal_array(values) if tag == "decimal" else pa.array(values, type=arrow_type(tag))
+                )
+        if is_root:
+            return ConvertedTable(self.rows, columns)
+        return ConvertedTable(
+            self.rows,
+            columns,
+            parent_rows=pa.array(self.parent_rows, type=pa.int64()),
+            root_rows=pa.array(self.root_rows, type=pa.int64()),
+            list_index=pa.array(self.list_index, type=pa.int64()),
+        )
+
+
+_ELEMENT = "\x00element"
+"""Key under which a scalar array element is put: its field path is the empty path ``()``."""
+
+
+class _Walker:
+    """One pass over the decoded documents of a batch, filling a ``_TableBuilder`` per table."""
+
+    def __init__(self, settings: ConversionSettings) -> None:
+        self.settings = settings
+        self.max_depth = settings.max_table_nesting if settings.max_table_nesting is not None else 1 << 30
+        self.tables: dict[TablePath, _TableBuilder] = {(): _TableBuilder()}
+        self.data_map_cache: dict[tuple[str, ...], bool] = {}
+
+    def document(self, document: dict[str, Any]) -> None:
+        root = self.tables[()]
+        row = root.rows
+        root.rows += 1
+        self.fields(document, root, (), row, (), row, 0)
+
+    def fields(
+        self,
+        document: dict[str, Any],
+        table: _TableBuilder,
+        table_path: TablePath,
+        row: int,
+        prefix: FieldPath,
+        root_row: int,
+        depth: int,
+    ) -> None:
+        # the converter's hot loop: common types inline, table.put inlined
+        slots = table.slots
+        for key, value in document.items():
+            value_type = type(value)
+            if value_type is str:
+                tag = "string"
+            elif value_type is int:
+                tag = "int64"
+            elif value_type is float:
+                tag = "double"
+            elif value_type is dict:
+                self.subdocument(value, table, table_path, row, (*prefix, key), root_row, depth + 1)
+                continue
+            elif value_type is list:
+                self.array(value, table, table_path, row, (*prefix, key), root_row, depth + 1)
+                continue
+            elif value_type is bool:
+                tag = "bool"
+            elif value is None:
+                continue
+            else:
+                tag, value = tagged(value)  # type: ignore[misc]  # not None here
+            slot = slots.get((prefix, key))
+            if slot is None:
+                slot = slots[(prefix, key)] = {}
+            column = slot.get(tag)
+            if column is None:
+                column = slot[tag] = []
+            if len(column) < row:
+                column.extend([None] * (row - len(column)))
+            column.append(value)
+
+    def is_json_path(self, table_path: TablePath, path: FieldPath) -> bool:
+        json_paths = self.settings.json_paths
+        if not json_paths:
+            return False
+        return tuple(key for part in (*table_path, path) for key in part if key != LIST_LEVEL) in json_paths
+
+    def subdocument(
+        self,
+        value: dict[str, Any],
+        table: _TableBuilder,
+        table_path: TablePath,
+        row: int,
+        path: FieldPath,
+        root_row: int,
+        depth: int,
+    ) -> None:
+        if depth > self.max_depth or self.is_json_path(table_path, path) or self.is_data_map(value):
+            table.put(row, path[:-1], path[-1], JSON_TAG, relaxed_json(value))
+        else:
+            self.fields(value, table, table_path, row, path, root_row, depth)
+
+    def array(
+        self,
+        values: list[Any],
+        table: _TableBuilder,
+        table_path: TablePath,
+        row: int,
+        path: FieldPath,
+        root_row: int,
+        depth: int,
+    ) -> None:
+        if depth > self.max_depth or self.is_json_path(table_path, path):
+            table.put(row, path[:-1], path[-1], JSON_TAG, relaxed_json(values))
+            return
+        child_path = (*table_path, path)
+        child = self.tables.get(child_path)
+        if child is None:
+            child = self.tables[child_path] = _TableBuilder()
+        for index, item in enumerate(values):
+            child_row = child.rows
+            child.rows += 1
+            child.parent_rows.append(row)
+            child.root_rows.append(root_row)
+            child.list_index.append(index)
+            item_type = type(item)
+            if item_type is dict:
+                if self.is_data_map(item):
+                    child.put(child_row, (), _ELEMENT, JSON_TAG, relaxed_json(item))
+                else:
+                    self.fields(item, child, child_path, child_row, (), root_row, depth)
+            elif item_type is list:
+                self.array(item, child, child_path, child_row, (LIST_LEVEL,), root_row, depth + 1)
+            elif item is not None:
+                tag, converted = tagged(item)  # type: ignore[misc]
+                child.put(child_row, (), _ELEMENT, tag, converted)
+
+    def is_data_map(self, document: dict[str, Any]) -> bool:
+        keys = tuple(document)
+        found = self.data_map_cache.get(keys)
+        if found is None:
+            found = len(keys) > self.settings.max_object_keys or any(
+                _DATA_KEY.fullmatch(key) is not None for key in keys
+            )
+            if len(self.data_map_cache) < 10_000:
+                self.data_map_cache[keys] = found
+        return found
+
+
+def convert_documents(
+    documents: Iterable[dict[str, Any]],
+    settings: ConversionSettings,
+    boundary_cursor: str | None = None,
+    boundary_keys: frozenset[str] = frozenset(),
+) -> ConvertedBatch:
+    """Converts decoded documents. Documents whose cursor identity is ``boundary_cursor`` and whose key is in
+    ``boundary_keys`` were loaded by the previous incremental run and are skipped."""
+    walker = _Walker(settings)
+    keys: list[str] = []
+    cursor_path = settings.cursor_path
+    last_cursor: Any = None
+    keys_at_last: list[str] = []
+    last_cursor_identity: str | None = None
+    first_id: str | None = None
+    documents_seen = skipped = 0
+    for document in documents:
+        documents_seen += 1
+        key = composite_identity(document, settings.key_paths)
+        if cursor_path is not None:
+            cursor = _get(document, cursor_path)
+            cursor_identity = identity(cursor)
+            if boundary_cursor is not None and cursor_identity == boundary_cursor and key in boundary_keys:
+                skipped += 1
+                continue
+            if cursor_identity != last_cursor_identity:
+                last_cursor, last_cursor_identity, keys_at_last = cursor, cursor_identity, []
+            keys_at_last.append(key)
+        if first_id is None:
+            first_id = extended_json(document.get("_id"))
+        keys.append(key)
+        walker.document(document)
+    tables = {path: builder.build(path == ()) for path, builder in walker.tables.items()}
+    return ConvertedBatch(
+        documents=documents_seen - skipped,
+        tables=tables,
+        keys=pa.array(keys, type=pa.string()),
+        first_id=first_id,
+        last_cursor=last_cursor,
+        keys_at_last_cursor=keys_at_last,
+        skipped=skipped,
+    )
+
+
+def convert_raw_batch(
+    raw: bytes,
+    settings: ConversionSettings,
+    boundary_cursor: str | None = None,
+    boundary_keys: frozenset[str] = frozenset(),
+) -> ConvertedBatch:
+    """Decodes the concatenated BSON documents of one server reply and converts them."""
+    return convert_documents(bson.decode_all(raw, CODEC_OPTIONS), settings, boundary_cursor, boundary_keys)
+
+
+def _decimal_array(unscaled: list[int | None]) -> pa.Array:
+    data = b"".join(
+        _ZERO_DECIMAL if value is None else value.to_bytes(16, "little", signed=True) for value in unscaled
+    )
+    validity = pa.array([value is not None for value in unscaled], type=pa.bool_())
+    return pa.Array.from_buffers(
+        DECIMAL_TYPE, len(unscaled), [validity.buffers()[1], pa.py_buffer(data)], null_count=validity.false_count
+    )
+
+
+def random_row_ids(count: int) -> pa.Array:
+    """``count`` random 16-character row ids (96 random bits, URL-safe base64), built without a Python loop."""
+    encoded = base64.urlsafe_b64encode(os.urandom(12 * count))
+    ids = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), count, [None, pa.py_buffer(encoded)])
+    return ids.cast(pa.string())
