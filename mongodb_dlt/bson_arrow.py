@@ -129,6 +129,8 @@ _DATA_KEY = re.compile(
 
 def arrow_type(tag: str) -> pa.DataType:
     """The Arrow type of a tag's column."""
+    if tag.startswith("binary_"):
+        return pa.binary()
     return ARROW_TYPES.get(tag, pa.string())
 
 
@@ -146,7 +148,7 @@ def extended_json(value: Any) -> str:
 
 def relaxed_json(value: Any) -> str:
     """Relaxed Extended JSON text of a sub-document or array stored whole (what ``mongoexport`` writes)."""
-    return json_util.dumps(value, json_options=_RELAXED)
+    return json_util.dumps(value, json_options=_RELAXED, separators=(",", ":"))
 
 
 def tagged(value: Any) -> tuple[str, Any] | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCase
 
-from mongodb_dlt.bson_arrow import LIST_LEVEL, FieldPath, TablePath
+from mongodb_dlt.bson_arrow import JSON_TAG, LIST_LEVEL, FieldPath, TablePath
 
 ROW_ID = "_dlt_id"
 PARENT_ID = "_dlt_parent_id"
@@ -63,6 +63,11 @@ def _segment(key: str) -> str:
     return NESTED_LIST_NAME if key == LIST_LEVEL else normalize_key(key)
 
 
+def flat_path(table_path: TablePath, field_path: FieldPath) -> FieldPath:
+    """The keys of a path across arrays, without array levels: how ``json_paths`` are matched."""
+    return tuple(key for part in (*table_path, field_path) for key in part if key != LIST_LEVEL)
+
+
 def display_path(table_path: TablePath, field_path: FieldPath) -> str:
     """``items[].price``, ``matrix[][]``, ``customer.address.zip``: where a column's values sit in a document."""
     text = ""
@@ -97,6 +102,8 @@ class TableNames:
     taken: set[str] = field(default_factory=lambda: set(RESERVED_COLUMNS))
     new_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Column schemas added since the last ``take_new_columns``: hints dlt must learn."""
+    json_paths: set[FieldPath] = field(default_factory=set)
+    """Shared with the collection: every path named as a JSON column is added."""
 
     def column(self, field_path: FieldPath, tag: str) -> str:
         """The column of ``field_path`` holding values of ``tag``, named now if it is new."""
@@ -117,8 +124,9 @@ class TableNames:
         hints: dict[str, Any] = {"name": name, PATH_HINT: json.dumps(list(field_path)), TYPE_HINT: tag}
         if variant:
             hints[VARIANT_HINT] = True
-        if tag == "json":
+        if tag == JSON_TAG:
             hints["data_type"] = "json"
+            self.json_paths.add(flat_path(self.path, field_path))
         self.new_columns[name] = hints
         return name
 
@@ -140,6 +148,9 @@ class CollectionNames:
         self.root_table = root_table
         self.tables: dict[TablePath, TableNames] = {}
         self._table_names: set[str] = set()
+        self.json_paths: set[FieldPath] = set()
+        """Paths stored whole as JSON so far (flattened keys, as ``ConversionSettings.json_paths``): once a path
+        lands as JSON, later documents store it as JSON too instead of flattening it."""
         self._restore(known_tables or {})
         if () not in self.tables:
             self._add_table((), root_table)
@@ -157,11 +168,13 @@ class CollectionNames:
                 field_path = tuple(json.loads(column[PATH_HINT]))
                 names.columns[(field_path, column[TYPE_HINT])] = column_name
                 names.taken.add(column_name)
+                if column[TYPE_HINT] == JSON_TAG:
+                    self.json_paths.add(flat_path(path, field_path))
                 if not column.get(VARIANT_HINT):
                     names.base[field_path] = column_name
 
     def _add_table(self, path: TablePath, name: str) -> TableNames:
-        names = self.tables[path] = TableNames(name=name, path=path)
+        names = self.tables[path] = TableNames(name=name, path=path, json_paths=self.json_paths)
         self._table_names.add(name)
         return names
 

@@ -25,17 +25,17 @@ next run skips because ``$gte`` returns them again.
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -208,7 +208,10 @@ def _conversion_pool() -> ProcessPoolExecutor:
     with _pool_lock:
         if _pool is None:
             _pool = ProcessPoolExecutor(CONVERSION_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
-            atexit.register(_pool.shutdown, cancel_futures=True)
+            # A process that is itself a multiprocessing child (a Dagster step) joins its children before the
+            # interpreter's exit hooks run, so the idle workers would be waited for forever: stop them first,
+            # before the pool's own queues close (their finalizers have priority 10).
+            multiprocessing.util.Finalize(_pool, _pool.shutdown, kwargs={"cancel_futures": True}, exitpriority=100)
         return _pool
 
 
@@ -228,7 +231,7 @@ def _raw_batches(source: Collection, query: Mapping[str, Any], **find: Any) -> I
         finally:
             cursor.close()
         return
-    batch_size = find.pop("batch_size")
+    batch_size = find["batch_size"]
     find.pop("allow_disk_use", None)
     page: list[bytes] = []
     for document in source.find(query, **find):
@@ -413,6 +416,7 @@ def mongodb_collection(
 
     def read_collection() -> Iterator[TDataItems]:
         run_stats = stats if stats is not None else ExtractStats()
+        run_settings = settings
         schema = dlt.current.source_schema()
         root_table = schema.naming.normalize_tables_path(resource_name)
         names = CollectionNames(root_table, schema.tables)
@@ -445,16 +449,18 @@ def mongodb_collection(
             pending: deque[tuple[Future[ConvertedBatch], bytes]] = deque()
             in_flight = max(1, processes) * BATCHES_IN_FLIGHT_PER_PROCESS
             for number, raw in enumerate(raw_batches):
+                if not names.json_paths <= run_settings.json_paths:
+                    run_settings = replace(run_settings, json_paths=run_settings.json_paths | names.json_paths)
                 if number == 0 or processes == 0:
                     # the first batch in this process: a small collection never waits for workers to start
-                    pending.append((_done(_convert(raw, settings, boundary, label)), raw))
+                    pending.append((_done(_convert(raw, run_settings, boundary, label)), raw))
                 else:
-                    pending.append((_conversion_pool().submit(convert_raw_batch, raw, settings, *boundary), raw))
+                    pending.append((_conversion_pool().submit(convert_raw_batch, raw, run_settings, *boundary), raw))
                 while len(pending) >= in_flight or (pending and pending[0][0].done()):
-                    batch = _result(*pending.popleft(), settings, boundary, label)
+                    batch = _result(*pending.popleft(), run_settings, boundary, label)
                     yield from _use(batch, assembler, cursor_state, run_stats)
             while pending:
-                batch = _result(*pending.popleft(), settings, boundary, label)
+                batch = _result(*pending.popleft(), run_settings, boundary, label)
                 yield from _use(batch, assembler, cursor_state, run_stats)
         finally:
             if client is None:
@@ -613,8 +619,16 @@ class _CursorState:
         return cursor
 
     def start_value(self) -> Any:
-        """The BSON value to read from (``$gte``), or None on a first run."""
-        return self.last_value if self.last_identity is not None else None
+        """The BSON value to read from (``$gte``), or None on a first run. A date is handed to the client as a
+        datetime where Python can hold it: both encode to the same BSON date."""
+        if self.last_identity is None:
+            return None
+        if isinstance(self.last_value, bson.datetime_ms.DatetimeMS):
+            try:
+                return self.last_value.as_datetime(_DISPLAY_DATES)
+            except (OverflowError, ValueError):
+                return self.last_value
+        return self.last_value
 
     def boundary(self) -> tuple[str | None, frozenset[str]]:
         return self.previous_identity, self.previous_keys
