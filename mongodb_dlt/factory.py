@@ -60,16 +60,24 @@ def collection_spec(config: ProjectConfig, database: DatabaseConfig, collection:
 
 
 def _metadata(result: CollectionLoadResult) -> dict[str, Any]:
+    root_paths = result.column_paths.get(result.table_name, {})
     metadata: dict[str, Any] = {
         "rows_loaded": dg.MetadataValue.int(result.rows_loaded),
+        "documents_read": dg.MetadataValue.int(result.documents_read),
         "dagster/table_name": f"{result.dataset_name}.{result.table_name}",
         "dagster/column_schema": dg.TableSchema(
             columns=[
-                dg.TableColumn(name, data_type, constraints=dg.TableColumnConstraints(nullable=nullable))
+                dg.TableColumn(
+                    name,
+                    data_type,
+                    description=root_paths.get(name),
+                    constraints=dg.TableColumnConstraints(nullable=nullable),
+                )
                 for name, data_type, nullable in result.columns
             ]
         ),
         "child_tables": dg.MetadataValue.json(dict(sorted(result.child_tables.items()))),
+        "column_map": dg.MetadataValue.json(result.column_paths),
         "duration_seconds": dg.MetadataValue.float(round(result.duration_seconds, 3)),
         "attempts": dg.MetadataValue.int(result.attempts),
         "schema_changes": dg.MetadataValue.md("\n".join(result.schema_changes) or "no changes"),

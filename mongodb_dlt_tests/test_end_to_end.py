@@ -116,8 +116,12 @@ def test_full_load_of_two_databases_then_idempotent_rerun(
     assert metadata["rows_loaded"] == ORDERS
     assert metadata["dagster/table_name"] == "mongo_shop.orders"
     assert metadata["child_tables"] == {"orders__items": sum(i % 3 + 1 for i in range(ORDERS))}
-    columns = {column.name: column.type for column in metadata["dagster/column_schema"].columns}
-    assert columns["_id"] == "text" and columns["total"] == "decimal" and columns["placed_at"] == "timestamp"
+    columns = {column.name: column for column in metadata["dagster/column_schema"].columns}
+    assert columns["_id"].type == "text" and columns["_id"].description == "_id (objectid)"
+    assert columns["total"].type == "decimal" and columns["placed_at"].type == "timestamp"
+    assert columns["_mongo_key"].type == "text" and not columns["_mongo_key"].constraints.nullable
+    assert metadata["documents_read"] == ORDERS
+    assert metadata["column_map"]["orders__items"]["sku"] == "items[].sku (string)"
     assert "`orders`" in metadata["schema_changes"]
 
     second = execute(instance)

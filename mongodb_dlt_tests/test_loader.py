@@ -6,14 +6,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import bson
+import dlt
+import duckdb
 import mongomock
 import pymongo.errors
 import pytest
 from bson import Decimal128, ObjectId
 
+from mongodb_dlt.bson_arrow import ConversionSettings
 from mongodb_dlt.config import CollectionConfig, DestinationConfig, load_config
 from mongodb_dlt.loader import MongoDltLoader, describe_error, is_transient
-from mongodb_dlt.source import mongodb_collection
+from mongodb_dlt.source import DocumentConversionError, mongodb_collection
 from mongodb_dlt.testing import MongoStandIn
 
 
@@ -192,3 +196,43 @@ def test_an_incremental_collection_moved_to_a_new_dataset_loads_in_full_there(
     assert loader.load_collection(orders, "sales_v1").rows_loaded == 0
     moved = loader.load_collection(orders, "sales_v2")
     assert moved.succeeded and moved.rows_loaded == 20 and moved.cursor_before is None
+
+
+@pytest.mark.parametrize("failing_step", ["normalize", "load"])
+def test_a_failed_package_is_never_replayed_and_the_next_run_loads_exactly_once(
+    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch, failing_step: str
+) -> None:
+    standin.client.shop.orders.insert_many([{"n": i, "lines": [i, i]} for i in range(30)])
+    loader, orders = _collection_config(tmp_path, "{incremental: {cursor_field: n}, write_disposition: append}")
+    original = getattr(dlt.Pipeline, failing_step)
+    calls = {"n": 0}
+
+    def fails_once(self: dlt.Pipeline, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError(f"{failing_step} broke")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(dlt.Pipeline, failing_step, fails_once)
+    failed = loader.load_collection(orders, "mongo_shop")
+    assert not failed.succeeded and f"{failing_step} broke" in (failed.error or "")
+
+    standin.client.shop.orders.insert_many([{"n": i, "lines": [i]} for i in range(30, 40)])
+    second = loader.load_collection(orders, "mongo_shop")
+    assert second.succeeded and second.rows_loaded == 40, second.error
+    assert second.cursor_before is None and second.cursor_after == 39
+    third = loader.load_collection(orders, "mongo_shop")
+    assert third.succeeded and third.rows_loaded == 0
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as warehouse:
+        assert warehouse.execute("select count(*), count(distinct n) from mongo_shop.orders").fetchall() == [(40, 40)]
+        assert warehouse.execute("select count(*) from mongo_shop.orders__lines").fetchall() == [(70,)]
+
+
+def test_a_document_that_cannot_be_converted_is_named_by_id_and_field() -> None:
+    good = bson.encode({"_id": 1, "name": "ok"})
+    bad = bson.encode({"_id": ObjectId("65f1a2b3c4d5e6f708192a3b"), "name": "ok", "note": "x"})
+    bad = bad.replace(b"x\x00", b"\xff\x00")  # the string "x" becomes invalid UTF-8
+    error = DocumentConversionError.locate(good + bad, ConversionSettings(), (None, frozenset()), "shop.orders",
+                                           ValueError("batch failed"))
+    assert str(error).startswith('shop.orders: document _id={"$oid": "65f1a2b3c4d5e6f708192a3b"}, field \'note\': ')
+    assert "utf-8" in str(error).lower()
