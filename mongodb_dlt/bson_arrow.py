@@ -17,7 +17,7 @@ String                     ``string``         string (VARCHAR / STRING)
 Int32, Int64               ``int64``          int64 (BIGINT / INT64): every Int32 is an exact Int64
 Double                     ``double``         float64, NaN, +-Infinity and -0.0 kept (DOUBLE / FLOAT64)
 Boolean                    ``bool``           bool (BOOLEAN / BOOL)
-Date, years 1..9999        ``date``           timestamp[ms, UTC] (TIMESTAMPTZ / TIMESTAMP)
+Date, years 1..9999        ``date``           timestamp[us, UTC] from the ms (TIMESTAMPTZ / TIMESTAMP)
 Date, other years          ``date_text``      Extended JSON text ``{"$date": {"$numberLong": "..."}}``
 ObjectId                   ``objectid``       24 lowercase hex characters (VARCHAR / STRING)
 Decimal128 that fits       ``decimal``        decimal128(38, 9), exact (DECIMAL(38,9) / NUMERIC)
@@ -79,6 +79,7 @@ _LARGE_FORM_MASK = 3 << 61
 _EXPONENT_BIAS = 6176
 _COEFFICIENT_HIGH_MASK = (1 << 49) - 1
 _ZERO_DECIMAL = bytes(16)
+_DATE_MS = pa.timestamp("ms", tz="UTC")
 
 # Dates Python, DuckDB's client and every warehouse read without overflow: 0001-01-01 .. 9999-12-31.
 _MIN_DATE_MS = -62_135_596_800_000
@@ -98,7 +99,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "int64": pa.int64(),
     "double": pa.float64(),
     "bool": pa.bool_(),
-    "date": pa.timestamp("ms", tz="UTC"),
+    "date": pa.timestamp("us", tz="UTC"),
     "objectid": pa.string(),
     "decimal": DECIMAL_TYPE,
     "uuid": pa.string(),
@@ -338,9 +339,13 @@ class _TableBuilder:
             for tag, values in slot.items():
                 if len(values) < self.rows:
                     values.extend([None] * (self.rows - len(values)))
-                columns[(field_path, tag)] = (
-                    _decimal_array(values) if tag == "decimal" else pa.array(values, type=arrow_type(tag))
-                )
+                if tag == "decimal":
+                    columns[(field_path, tag)] = _decimal_array(values)
+                elif tag == "date":
+                    # BSON milliseconds as microseconds: the precision warehouses default to (DuckDB TIMESTAMPTZ)
+                    columns[(field_path, tag)] = pa.array(values, type=_DATE_MS).cast(ARROW_TYPES["date"])
+                else:
+                    columns[(field_path, tag)] = pa.array(values, type=arrow_type(tag))
         if is_root:
             return ConvertedTable(self.rows, columns)
         return ConvertedTable(
