@@ -39,6 +39,7 @@ data-keyed map, json_paths
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import re
 import uuid
@@ -79,6 +80,7 @@ _LARGE_FORM_MASK = 3 << 61
 _EXPONENT_BIAS = 6176
 _COEFFICIENT_HIGH_MASK = (1 << 49) - 1
 _ZERO_DECIMAL = bytes(16)
+_ZERO_OBJECT_ID = bytes(12)
 _DATE_MS = pa.timestamp("ms", tz="UTC")
 
 # Dates Python, DuckDB's client and every warehouse read without overflow: 0001-01-01 .. 9999-12-31.
@@ -165,7 +167,7 @@ def tagged(value: Any) -> tuple[str, Any] | None:
     if value_type is float:
         return "double", value
     if value_type is ObjectId:
-        return "objectid", str(value)
+        return "objectid", value.binary
     if value_type is DatetimeMS:
         milliseconds = int(value)
         if _MIN_DATE_MS <= milliseconds <= _MAX_DATE_MS:
@@ -256,7 +258,8 @@ def identity(value: Any) -> str:
 def composite_identity(document: Mapping[str, Any], key_paths: Sequence[FieldPath]) -> str:
     """``identity`` of the primary key fields of ``document`` (dotted paths), one text for the whole key."""
     if len(key_paths) == 1:
-        return identity(_get(document, key_paths[0]))
+        path = key_paths[0]
+        return identity(document.get(path[0]) if len(path) == 1 else _get(document, path))
     return "\x1f".join(identity(_get(document, path)) for path in key_paths)
 
 
@@ -341,6 +344,8 @@ class _TableBuilder:
                     values.extend([None] * (self.rows - len(values)))
                 if tag == "decimal":
                     columns[(field_path, tag)] = _decimal_array(values)
+                elif tag == "objectid":
+                    columns[(field_path, tag)] = _object_id_array(values)
                 elif tag == "date":
                     # BSON milliseconds as microseconds: the precision warehouses default to (DuckDB TIMESTAMPTZ)
                     columns[(field_path, tag)] = pa.array(values, type=_DATE_MS).cast(ARROW_TYPES["date"])
@@ -456,23 +461,43 @@ class _Walker:
         child = self.tables.get(child_path)
         if child is None:
             child = self.tables[child_path] = _TableBuilder()
+        slot = child.slots.get(((), _ELEMENT))
+        if slot is None:
+            slot = child.slots[((), _ELEMENT)] = {}
+        parent_rows, root_rows, list_index = child.parent_rows, child.root_rows, child.list_index
         for index, item in enumerate(values):
             child_row = child.rows
             child.rows += 1
-            child.parent_rows.append(row)
-            child.root_rows.append(root_row)
-            child.list_index.append(index)
+            parent_rows.append(row)
+            root_rows.append(root_row)
+            list_index.append(index)
             item_type = type(item)
-            if item_type is dict:
+            # scalar elements inline, like fields(): arrays of strings and numbers are common and long
+            if item_type is str:
+                tag = "string"
+            elif item_type is int:
+                tag = "int64"
+            elif item_type is float:
+                tag = "double"
+            elif item_type is dict:
                 if self.is_data_map(item):
                     child.put(child_row, (), _ELEMENT, JSON_TAG, relaxed_json(item))
                 else:
                     self.fields(item, child, child_path, child_row, (), root_row, depth)
+                continue
             elif item_type is list:
                 self.array(item, child, child_path, child_row, (LIST_LEVEL,), root_row, depth + 1)
-            elif item is not None:
-                tag, converted = tagged(item)  # type: ignore[misc]
-                child.put(child_row, (), _ELEMENT, tag, converted)
+                continue
+            elif item is None:
+                continue
+            else:
+                tag, item = tagged(item)  # type: ignore[misc]  # not None here
+            column = slot.get(tag)
+            if column is None:
+                column = slot[tag] = []
+            if len(column) < child_row:
+                column.extend([None] * (child_row - len(column)))
+            column.append(item)
 
     def is_data_map(self, document: dict[str, Any]) -> bool:
         keys = tuple(document)
@@ -548,6 +573,16 @@ def _decimal_array(unscaled: list[int | None]) -> pa.Array:
     return pa.Array.from_buffers(
         DECIMAL_TYPE, len(unscaled), [validity.buffers()[1], pa.py_buffer(data)], null_count=validity.false_count
     )
+
+
+def _object_id_array(binaries: list[bytes | None]) -> pa.Array:
+    """ObjectIds' 12 bytes as 24 lowercase hex characters, hex-encoded in one call for the whole column."""
+    encoded = binascii.hexlify(b"".join(_ZERO_OBJECT_ID if value is None else value for value in binaries))
+    validity = pa.array([value is not None for value in binaries], type=pa.bool_())
+    hexes = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(24), len(binaries), [validity.buffers()[1], pa.py_buffer(encoded)], null_count=validity.false_count
+    )
+    return hexes.cast(pa.string())
 
 
 def random_row_ids(count: int) -> pa.Array:
