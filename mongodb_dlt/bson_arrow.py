@@ -43,7 +43,7 @@ import binascii
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -563,6 +563,81 @@ def convert_raw_batch(
 ) -> ConvertedBatch:
     """Decodes the concatenated BSON documents of one server reply and converts them."""
     return convert_documents(bson.decode_all(raw, CODEC_OPTIONS), settings, boundary_cursor, boundary_keys)
+
+
+class DocumentConversionError(ValueError):
+    """A document MongoDB returned that we could not convert; the message names its ``_id`` and field."""
+
+    @classmethod
+    def locate(
+        cls,
+        raw: bytes,
+        settings: ConversionSettings,
+        boundary: tuple[str | None, frozenset[str]],
+        label: str,
+        error: Exception,
+    ) -> DocumentConversionError:
+        """Converts the documents of ``raw`` one by one to name the first one (and its field) that fails."""
+        offset = 0
+        while offset + 4 <= len(raw):
+            length = int.from_bytes(raw[offset : offset + 4], "little")
+            document = raw[offset : offset + length]
+            offset += length
+            try:
+                convert_raw_batch(document, settings, *boundary)
+            except Exception as document_error:
+                document_id, field_name = _locate_field(document)
+                return cls(
+                    f"{label}: document _id={document_id}, field {field_name!r}: "
+                    f"{type(document_error).__name__}: {document_error}"
+                )
+        return cls(f"{label}: a batch could not be converted: {type(error).__name__}: {error}")
+
+
+def _locate_field(document: bytes) -> tuple[str, str | None]:
+    """The document's ``_id`` (Extended JSON, or ``?``) and the first top-level field that fails to convert."""
+    document_id, failing = "?", None
+    for key, element in _elements(document):
+        try:
+            value = bson.decode((len(element) + 4).to_bytes(4, "little") + element, CODEC_OPTIONS)
+            convert_documents([value], ConversionSettings())
+        except Exception:  # the first failing field is what we report
+            failing = failing or key
+            continue
+        if key == "_id":
+            document_id = extended_json(value["_id"])
+    return document_id, failing
+
+
+# Size of a BSON element's value by type byte, where it is fixed.
+_FIXED_SIZES = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16,
+                0x7F: 0, 0xFF: 0}
+
+
+def _elements(document: bytes) -> Iterator[tuple[str, bytes]]:
+    """The top-level elements of one BSON document, each as ``(key, element bytes + terminator)``."""
+    offset, end = 4, len(document) - 1
+    while offset < end:
+        start = offset
+        element_type = document[offset]
+        name_end = document.index(b"\x00", offset + 1)
+        key = document[offset + 1 : name_end].decode("utf-8", "replace")
+        offset = name_end + 1
+        if element_type in _FIXED_SIZES:
+            offset += _FIXED_SIZES[element_type]
+        elif element_type in (0x02, 0x0D, 0x0E):  # string, code, symbol: int32 length + bytes
+            offset += 4 + int.from_bytes(document[offset : offset + 4], "little")
+        elif element_type in (0x03, 0x04, 0x0F):  # document, array, code with scope: int32 total length
+            offset += int.from_bytes(document[offset : offset + 4], "little")
+        elif element_type == 0x05:  # binary: int32 length, subtype, bytes
+            offset += 5 + int.from_bytes(document[offset : offset + 4], "little")
+        elif element_type == 0x0B:  # regex: two cstrings
+            offset = document.index(b"\x00", document.index(b"\x00", offset) + 1) + 1
+        elif element_type == 0x0C:  # DBPointer: string + 12 bytes
+            offset += 4 + int.from_bytes(document[offset : offset + 4], "little") + 12
+        else:
+            return
+        yield key, document[start:offset] + b"\x00"
 
 
 def _decimal_array(unscaled: list[int | None]) -> pa.Array:

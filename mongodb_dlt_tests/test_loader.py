@@ -14,10 +14,10 @@ import pymongo.errors
 import pytest
 from bson import Decimal128, ObjectId
 
-from mongodb_dlt.bson_arrow import ConversionSettings
+from mongodb_dlt.bson_arrow import ConversionSettings, DocumentConversionError
 from mongodb_dlt.config import CollectionConfig, DestinationConfig, load_config
 from mongodb_dlt.loader import MongoDltLoader, describe_error, is_transient
-from mongodb_dlt.source import DocumentConversionError, mongodb_collection
+from mongodb_dlt.source import mongodb_collection
 from mongodb_dlt.testing import MongoStandIn
 
 
