@@ -25,6 +25,7 @@ import dlt
 import pymongo.errors
 from dlt.common.destination import Destination
 from dlt.common.schema import Schema
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 from pydantic import Field
 
@@ -175,6 +176,7 @@ class MongoDltLoader(dg.ConfigurableResource):
     destination_project: str | None = Field(default=None, description="BigQuery project id")
     destination_location: str | None = Field(default=None, description="BigQuery location")
     destination_options: dict[str, Any] = Field(default_factory=dict)
+    memory_limit: str | None = Field(default=None, description="DuckDB memory_limit for loads, e.g. 256MB")
     loader_file_format: str | None = Field(
         default=None, description="dlt file format between normalize and load; None picks one per destination"
     )
@@ -192,6 +194,7 @@ class MongoDltLoader(dg.ConfigurableResource):
             destination_location=destination.location,
             destination_options=dict(destination.options),
             loader_file_format=destination.loader_file_format,
+            memory_limit=destination.memory_limit,
             pipelines_dir=pipelines_dir,
         )
 
@@ -211,7 +214,10 @@ class MongoDltLoader(dg.ConfigurableResource):
         options: dict[str, Any] = dict(self.destination_options)
         if self.destination_type == "duckdb" and self.destination_path:
             Path(self.destination_path).parent.mkdir(parents=True, exist_ok=True)
-            options["credentials"] = self.destination_path
+            credentials = DuckDbCredentials(self.destination_path)
+            if self.memory_limit:
+                credentials.global_config = {"memory_limit": self.memory_limit}
+            options["credentials"] = credentials
         if self.destination_type == "bigquery":
             if self.destination_location:
                 options["location"] = self.destination_location

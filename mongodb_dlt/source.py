@@ -118,6 +118,8 @@ class ExtractStats:
 
     documents: int = 0
     skipped_at_boundary: int = 0
+    batches: int = 0
+    batches_in_workers: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     columns: dict[str, dict[str, str]] = field(default_factory=dict)
     """Table -> column -> MongoDB path and type, for every column the collection has."""
@@ -199,6 +201,7 @@ def display_cursor(value: Any) -> Any:
 # -- conversion in worker processes ----------------------------------------------------------------------------
 
 _pool: ProcessPoolExecutor | None = None
+_warm_up: Future[int] | None = None
 _pool_lock = threading.Lock()
 
 
@@ -213,6 +216,18 @@ def _conversion_pool() -> ProcessPoolExecutor:
             # before the pool's own queues close (their finalizers have priority 10).
             multiprocessing.util.Finalize(_pool, _pool.shutdown, kwargs={"cancel_futures": True}, exitpriority=100)
         return _pool
+
+
+def _workers_ready() -> bool:
+    """True once the conversion workers answer; the first call starts them and returns False."""
+    global _warm_up
+    with _pool_lock:
+        warm_up = _warm_up
+    if warm_up is None:
+        warm_up = _conversion_pool().submit(int)
+        with _pool_lock:
+            _warm_up = warm_up
+    return warm_up.done()
 
 
 def _done(batch: ConvertedBatch) -> Future[ConvertedBatch]:
@@ -451,11 +466,13 @@ def mongodb_collection(
             for number, raw in enumerate(raw_batches):
                 if not names.json_paths <= run_settings.json_paths:
                     run_settings = replace(run_settings, json_paths=run_settings.json_paths | names.json_paths)
-                if number == 0 or processes == 0:
-                    # the first batch in this process: a small collection never waits for workers to start
+                if processes == 0 or number == 0 or not _workers_ready():
+                    # in this process until the workers have started (they start on the second batch, in the
+                    # background): a small collection never waits for them, a large one never idles meanwhile
                     pending.append((_done(_convert(raw, run_settings, boundary, label)), raw))
                 else:
                     pending.append((_conversion_pool().submit(convert_raw_batch, raw, run_settings, *boundary), raw))
+                    run_stats.batches_in_workers += 1
                 while len(pending) >= in_flight or (pending and pending[0][0].done()):
                     batch = _result(*pending.popleft(), run_settings, boundary, label)
                     yield from _use(batch, assembler, cursor_state, run_stats)
@@ -486,6 +503,7 @@ def _use(
     stats: ExtractStats,
 ) -> Iterator[TDataItems]:
     yield from assembler.items(batch)
+    stats.batches += 1
     stats.documents += batch.documents
     stats.skipped_at_boundary += batch.skipped
     if cursor_state is not None:

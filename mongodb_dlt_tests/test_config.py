@@ -1222,3 +1222,14 @@ def test_schema_contract_inherits_and_names_a_bad_value(tmp_path: Path) -> None:
         "contract: give one of evolve, freeze, discard_row, discard_value, or a mapping of tables, columns, "
         "data_type to one of them"
     )
+
+
+@pytest.mark.parametrize(("value", "expected"), [("128MB", "128MB"), ("1.5 GiB", "1.5 GiB"), ("null", None)])
+def test_duckdb_memory_limit(tmp_path: Path, value: str, expected: str | None) -> None:
+    path = write(tmp_path, f"destination: {{type: duckdb, memory_limit: {value}}}\ndatabases:\n  db: [c]\n")
+    assert load_config(path).destination.memory_limit == expected
+
+
+def test_duckdb_memory_limit_needs_a_size(tmp_path: Path) -> None:
+    path = write(tmp_path, "destination:\n  type: duckdb\n  memory_limit: lots\ndatabases:\n  db: [c]\n")
+    assert_problem(load_error(path), path, 3, "destination.memory_limit", "should match pattern", "lots")

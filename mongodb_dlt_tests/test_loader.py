@@ -47,6 +47,8 @@ def test_duckdb_destination_uses_the_configured_file(tmp_path: Path) -> None:
     destination = loader.destination()
     assert destination.destination_name == "duckdb"
     assert loader.destination_id == f"duckdb:{tmp_path / 'w.duckdb'}"
+    # loads hold DuckDB to the configured memory (the YAML default), so a step's memory stays flat
+    assert destination.config_params["credentials"].global_config == {"memory_limit": "128MB"}
 
 
 def test_bigquery_is_configured_from_yaml_and_normalizes_offline(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.timestamp import Timestamp
 
+from mongodb_dlt import source
 from mongodb_dlt.source import (
     DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
     ExtractStats,
@@ -630,9 +632,12 @@ def test_worker_processes_convert_the_same_as_this_process(mongo: mongomock.Mong
         [{"_id": n, "n": n if n % 3 else str(n), "items": [{"q": n}, {"q": n + 0.5}]} for n in range(50)]
     )
     landed: dict[int, Any] = {}
+    while not source._workers_ready():  # started on first use; batches go to them once they answer
+        time.sleep(0.05)
     for processes in (0, 2):
         warehouse = Warehouse(tmp_path / f"w{processes}.duckdb", tmp_path / f"p{processes}")
-        load(warehouse, mongo, "orders", batch_size=7, conversion_processes=processes)
+        stats = load(warehouse, mongo, "orders", batch_size=7, conversion_processes=processes)
+        assert stats.batches == 8 and stats.batches_in_workers == (0 if processes == 0 else 7)
         landed[processes] = (
             warehouse.columns("orders"),
             warehouse.query(f"select * exclude (_dlt_id) from {DATASET}.orders order by _id"),
