@@ -45,6 +45,9 @@ TYPE_HINT = "x-mongodb-type"
 VARIANT_HINT = "x-mongodb-variant"
 TABLE_HINT = "x-mongodb-table"
 
+MAX_NAME_LENGTH = 120
+"""Longer table and column names are cut and given a suffix made from the full path."""
+
 SCALAR_ELEMENT_NAME = "value"
 """Column of a child table holding the array's scalar elements, as dlt names it."""
 NESTED_LIST_NAME = "list"
@@ -61,6 +64,12 @@ def normalize_key(key: str) -> str:
 
 def _segment(key: str) -> str:
     return NESTED_LIST_NAME if key == LIST_LEVEL else normalize_key(key)
+
+
+def _is_field(field_path: FieldPath) -> bool:
+    """A sub-document's field, not an array element: only those stay JSON once they were (data-keyed maps).
+    An element stored whole (data-keyed, or an array too deep) is decided element by element."""
+    return bool(field_path) and field_path[-1] != LIST_LEVEL
 
 
 def flat_path(table_path: TablePath, field_path: FieldPath) -> FieldPath:
@@ -82,6 +91,9 @@ def _suffix(raw: Any, length: int = 8) -> str:
 
 
 def _unique(candidate: str, taken: set[str], raw: Any) -> str:
+    if len(candidate) > MAX_NAME_LENGTH:
+        # dlt names files after tables: a name past the file system's 255 bytes would fail the whole load
+        candidate = f"{candidate[: MAX_NAME_LENGTH - 9]}_{_suffix(raw)}"
     if candidate not in taken:
         return candidate
     for length in (8, 16, 64):
@@ -126,7 +138,8 @@ class TableNames:
             hints[VARIANT_HINT] = True
         if tag == JSON_TAG:
             hints["data_type"] = "json"
-            self.json_paths.add(flat_path(self.path, field_path))
+            if _is_field(field_path):
+                self.json_paths.add(flat_path(self.path, field_path))
         self.new_columns[name] = hints
         return name
 
@@ -168,7 +181,7 @@ class CollectionNames:
                 field_path = tuple(json.loads(column[PATH_HINT]))
                 names.columns[(field_path, column[TYPE_HINT])] = column_name
                 names.taken.add(column_name)
-                if column[TYPE_HINT] == JSON_TAG:
+                if column[TYPE_HINT] == JSON_TAG and _is_field(field_path):
                     self.json_paths.add(flat_path(path, field_path))
                 if not column.get(VARIANT_HINT):
                     names.base[field_path] = column_name
