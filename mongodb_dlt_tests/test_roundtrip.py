@@ -59,8 +59,8 @@ LIST_LEVEL = "\u0000list"
 Document = dict[str, Any]
 FlatPath = tuple[str, ...]
 """The keys from the root down to a value, array levels left out: how the loader remembers the paths stored as
-JSON. So ``items[][]`` or a data-keyed ``items[]`` element stored as JSON makes ``items`` itself JSON from then
-on (modelled as the loader does it; ``test_one_element_stored_as_json_leaves_its_array_a_child_table``)."""
+JSON. Only fields are remembered: an array element stored whole (data-keyed, or an array too deep) is decided
+element by element (``test_one_element_stored_as_json_leaves_its_array_a_child_table``)."""
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_DATE_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
@@ -167,16 +167,19 @@ class Representation:
 
     nesting: int = MAX_NESTING
     merge_root: bool = False
-    """Fields of the root table of a merge load, where -0.0 comes back as 0.0 (see
-    ``test_negative_zero_survives_a_merge``); array elements live in child tables, which keep the sign."""
+    """Fields of the root table of a merge load, where -0.0 comes back as 0.0 (DuckDB's merge de-duplication, as
+    the README says; ``test_negative_zero_survives_replace_and_merged_child_tables``); array elements live in
+    child tables, which keep the sign."""
     json_paths: frozenset[FlatPath] = frozenset()
     landed: set[FlatPath] = field(default_factory=set)
+    """Fields this batch stores as JSON: later batches and runs store them as JSON too."""
 
     def document(self, document: Document) -> Document:
         return self._fields(document, 0, (), root=True)
 
-    def _json(self, value: Any, path: FlatPath) -> Json:
-        self.landed.add(path)
+    def _json(self, value: Any, path: FlatPath, remembered: bool = True) -> Json:
+        if remembered:
+            self.landed.add(path)
         return relaxed(value)
 
     def _fields(self, document: Document, depth: int, path: FlatPath, root: bool) -> Document:
@@ -208,12 +211,12 @@ class Representation:
     def _element(self, item: Any, depth: int, path: FlatPath) -> Any:
         if isinstance(item, dict):
             if _data_keyed(item):
-                return self._json(item, path)
+                return self._json(item, path, remembered=False)
             # an element document's fields sit at the array's own depth
             return self._fields(item, depth, path, root=False) or None
         if isinstance(item, list):
             if depth + 1 > self.nesting or path in self.json_paths:
-                return self._json(item, path)
+                return self._json(item, path, remembered=False)
             return self._array(item, depth + 1, path) or None
         converted = expected_scalar(item)
         return None if converted is ABSENT else converted
@@ -448,6 +451,7 @@ AWKWARD_KEYS = [
     "café", "cafe", "x", "_dlt_id", "_mongo_key", "_mongo_root_key", "_dlt_parent_id", "_dlt_list_idx",
     "_mongo_deleted", "value", "list", "_id", "a", "b", "\uff21", "1a", "_1a", "a__", "__", "_", "aB", "AB", "ß",
     "v__v_string", "v__v_int64", "_dlt_load_id", "_dlt_root_id", "a\nb", "select", "a$", "list_1",
+    "k" * 125, "k" * 126,  # names past 120 characters are cut and given a suffix
 ]  # fmt: skip
 
 MAX_DATE = datetime(9999, 12, 31, 23, 59, 59, 999000)
