@@ -155,8 +155,8 @@ def relaxed_json(value: Any) -> str:
 
 
 def tagged(value: Any) -> tuple[str, Any] | None:
-    """The tag and the Arrow-ready value of one scalar BSON value; None for null. Documents and arrays are the
-    walker's: here they are Extended JSON text (used for ``_id`` keys and cursors)."""
+    """The tag and the Arrow-ready value of one scalar BSON value (as ``CODEC_OPTIONS`` decodes it); None for
+    null. Documents and arrays never get here: the walker flattens them or stores them as JSON."""
     value_type = type(value)
     if value_type is str:
         return "string", value
@@ -190,10 +190,6 @@ def tagged(value: Any) -> tuple[str, Any] | None:
     tag = _EXTENDED_JSON_TAGS.get(value_type)
     if tag is not None:
         return tag, extended_json(value)
-    if isinstance(value, (dict, list)):
-        return JSON_TAG, relaxed_json(value)
-    if isinstance(value, uuid.UUID):
-        return "uuid", str(value)
     return type(value).__name__.lower(), extended_json(value)
 
 
@@ -303,7 +299,6 @@ class ConvertedBatch:
     documents: int
     tables: dict[TablePath, ConvertedTable]
     keys: pa.Array
-    first_id: str | None = None
     last_cursor: Any = None
     """The raw cursor value of the last document (the reads are sorted on the cursor), or None."""
     keys_at_last_cursor: list[str] = field(default_factory=list)
@@ -500,12 +495,12 @@ class _Walker:
             column.append(item)
 
     def is_data_map(self, document: dict[str, Any]) -> bool:
+        """Keys that look like data (``looks_like_data_key``), or more than ``max_object_keys`` of them; cached by
+        key tuple, since most documents share their keys."""
         keys = tuple(document)
         found = self.data_map_cache.get(keys)
         if found is None:
-            found = len(keys) > self.settings.max_object_keys or any(
-                _DATA_KEY.fullmatch(key) is not None for key in keys
-            )
+            found = len(keys) > self.settings.max_object_keys or any(looks_like_data_key(key) for key in keys)
             if len(self.data_map_cache) < 10_000:
                 self.data_map_cache[keys] = found
         return found
@@ -525,7 +520,6 @@ def convert_documents(
     last_cursor: Any = None
     keys_at_last: list[str] = []
     last_cursor_identity: str | None = None
-    first_id: str | None = None
     documents_seen = skipped = 0
     for document in documents:
         documents_seen += 1
@@ -539,8 +533,6 @@ def convert_documents(
             if cursor_identity != last_cursor_identity:
                 last_cursor, last_cursor_identity, keys_at_last = cursor, cursor_identity, []
             keys_at_last.append(key)
-        if first_id is None:
-            first_id = extended_json(document.get("_id"))
         keys.append(key)
         walker.document(document)
     tables = {path: builder.build(path == ()) for path, builder in walker.tables.items()}
@@ -548,7 +540,6 @@ def convert_documents(
         documents=documents_seen - skipped,
         tables=tables,
         keys=pa.array(keys, type=pa.string()),
-        first_id=first_id,
         last_cursor=last_cursor,
         keys_at_last_cursor=keys_at_last,
         skipped=skipped,

@@ -171,7 +171,7 @@ class CollectionNames:
     def _restore(self, known_tables: Mapping[str, Mapping[str, Any]]) -> None:
         for table_name, table in known_tables.items():
             raw_path = table.get(TABLE_HINT)
-            if raw_path is None or not (table_name == self.root_table or table_name.startswith(self.root_table)):
+            if raw_path is None or not table_name.startswith(self.root_table):
                 continue
             path = tuple(tuple(part) for part in json.loads(raw_path))
             names = self._add_table(path, table_name)

@@ -309,8 +309,9 @@ class MongoDltLoader(dg.ConfigurableResource):
             schema_contract=collection.schema_contract,
             stats=stats,
         )
+        # a failed extract leaves no package and no committed state behind: only later steps need the reset
+        pipeline.extract(resource, loader_file_format=self.file_format)  # type: ignore[arg-type]
         try:
-            pipeline.extract(resource, loader_file_format=self.file_format)  # type: ignore[arg-type]
             pipeline.normalize()
             with _destination_write_lock(self.destination_id):
                 load_info = pipeline.load()

@@ -202,12 +202,13 @@ def display_cursor(value: Any) -> Any:
 
 _pool: ProcessPoolExecutor | None = None
 _warm_up: Future[int] | None = None
+"""A no-op task sent first: it is done once a worker has started and answers."""
 _pool_lock = threading.Lock()
 
 
 def _conversion_pool() -> ProcessPoolExecutor:
     """The process-wide pool of conversion workers, started on first use (spawned: the caller has threads)."""
-    global _pool
+    global _pool, _warm_up
     with _pool_lock:
         if _pool is None:
             _pool = ProcessPoolExecutor(CONVERSION_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
@@ -215,19 +216,14 @@ def _conversion_pool() -> ProcessPoolExecutor:
             # interpreter's exit hooks run, so the idle workers would be waited for forever: stop them first,
             # before the pool's own queues close (their finalizers have priority 10).
             multiprocessing.util.Finalize(_pool, _pool.shutdown, kwargs={"cancel_futures": True}, exitpriority=100)
+            _warm_up = _pool.submit(int)
         return _pool
 
 
 def _workers_ready() -> bool:
-    """True once the conversion workers answer; the first call starts them and returns False."""
-    global _warm_up
-    with _pool_lock:
-        warm_up = _warm_up
-    if warm_up is None:
-        warm_up = _conversion_pool().submit(int)
-        with _pool_lock:
-            _warm_up = warm_up
-    return warm_up.done()
+    """True once the conversion workers answer; the first call starts them."""
+    _conversion_pool()
+    return _warm_up is not None and _warm_up.done()
 
 
 def _done(batch: ConvertedBatch) -> Future[ConvertedBatch]:
