@@ -66,9 +66,11 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         # 13 GB on 200k documents), except BigQuery, which takes JSON columns only from jsonl (loader.py)
         "destination.loader_file_format": None,
         # DuckDB only: memory a load may use before DuckDB spills to disk. With DuckDB's own default (80% of RAM)
-        # merging 200k nested documents peaked at 690 MB and 2M at 3 GB; 128MB held 200k at 450 MB, the load
-        # step taking about 30% longer (null: DuckDB's default).
-        "destination.memory_limit": "128MB",
+        # merging 200k nested documents peaked at 690 MB and 2M at 3 GB; 64MB held a 200k load at 420 MB
+        # (null: DuckDB's default).
+        "destination.memory_limit": "64MB",
+        # DuckDB only: seconds a load waits for a DuckDB file another process holds (an analyst's connection)
+        "destination.lock_timeout": 300.0,
     }
 )
 
@@ -427,6 +429,7 @@ class DestinationConfig(_Frozen):
     memory_limit: str | None = Field(
         DEFAULTS["destination.memory_limit"], pattern=r"(?i)^\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)$"
     )
+    lock_timeout: float = _default("destination.lock_timeout", ge=0)
 
     @model_validator(mode="before")
     @classmethod

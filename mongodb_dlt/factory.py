@@ -9,12 +9,21 @@ asset failure" repeats only the failed ones.
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import suppress
 from typing import Any
 
 import dagster as dg
 
-from mongodb_dlt.config import CollectionConfig, DatabaseConfig, ProjectConfig, asset_name_for
+from mongodb_dlt.config import (
+    CollectionConfig,
+    ConfigError,
+    DatabaseConfig,
+    ProjectConfig,
+    asset_name_for,
+    resolve_connection_url,
+)
 from mongodb_dlt.loader import CollectionLoadResult, MongoDltLoader
+from mongodb_dlt.source import MongoUnreachableError, check_reachable
 
 LOADER_RESOURCE_KEY = "mongodb_dlt"
 # Op tag that the executor's tag_concurrency_limits (definitions.py) keys on for single-writer destinations.
@@ -107,18 +116,41 @@ def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.Asset
     def _load_database(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         loader: MongoDltLoader = getattr(context.resources, LOADER_RESOURCE_KEY)
         selected = [(key, c) for key, c in collections_by_key.items() if key in context.selected_asset_keys]
-        context.log.info(
-            f"Loading {len(selected)} collection(s) of {database.name} into {database.dataset}, "
-            f"{min(len(selected), database.max_parallel_collections)} at a time: "
-            + ", ".join(c.name for _, c in selected)
-        )
+
+        # One ping per server before fanning out: a wrong host, port or password then costs one server selection
+        # timeout and one line, instead of a timeout, retries and a topology dump for every collection.
+        by_url: dict[str, list[str]] = {}
+        for _, collection in selected:
+            # the loader reports an unresolvable URL against its collection, as before
+            with suppress(ConfigError):
+                by_url.setdefault(resolve_connection_url(collection), []).append(collection.name)
+        unreachable: dict[str, str] = {}  # collection name -> why it was not started
+        with ThreadPoolExecutor(max_workers=max(1, len(by_url)), thread_name_prefix="mongodb_ping") as pinger:
+            checks = {pinger.submit(check_reachable, url): names for url, names in by_url.items()}
+            for check in as_completed(checks):
+                try:
+                    check.result()
+                except MongoUnreachableError as error:
+                    names = checks[check]
+                    context.log.error(f"{database.name}: {error}; not loading {', '.join(names)}")
+                    unreachable.update(dict.fromkeys(names, str(error)))
+        to_load = [(key, c) for key, c in selected if c.name not in unreachable]
+
+        if to_load:
+            context.log.info(
+                f"Loading {len(to_load)} collection(s) of {database.name} into {database.dataset}, "
+                f"{min(len(to_load), database.max_parallel_collections)} at a time: "
+                + ", ".join(c.name for _, c in to_load)
+            )
         failed: list[CollectionLoadResult] = []
         with ThreadPoolExecutor(
             max_workers=database.max_parallel_collections, thread_name_prefix=f"mongodb_{database.name}"
         ) as pool_executor:
             futures = {
-                pool_executor.submit(loader.load_collection, collection, database.dataset, context.log): key
-                for key, collection in selected
+                pool_executor.submit(
+                    loader.load_collection, collection, database.dataset, context.log, context.run_id
+                ): key
+                for key, collection in to_load
             }
             for future in as_completed(futures):
                 result = future.result()
@@ -130,15 +162,19 @@ def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.Asset
                     f"{result.dataset_name}.{result.table_name} in {result.duration_seconds:.1f}s"
                 )
                 yield dg.MaterializeResult(asset_key=futures[future], metadata=_metadata(result))
-        if failed:
+        if failed or unreachable:
+            # collections sharing an unreachable server are named once, with the server's error
+            not_started: dict[str, list[str]] = {}
+            for name, error in unreachable.items():
+                not_started.setdefault(error, []).append(name)
+            reasons = [f"{', '.join(names)} not started: {error}" for error, names in not_started.items()]
+            reasons += [f"{r.collection}: {r.error}" for r in failed]
+            failed_collections = {name: {"error": error, "attempts": 0} for name, error in unreachable.items()}
+            failed_collections.update({r.collection: {"error": r.error, "attempts": r.attempts} for r in failed})
             raise dg.Failure(
-                description=f"{len(failed)} of {len(selected)} collection(s) of {database.name} failed: "
-                + "; ".join(f"{r.collection}: {r.error}" for r in failed),
-                metadata={
-                    "failed_collections": dg.MetadataValue.json(
-                        {r.collection: {"error": r.error, "attempts": r.attempts} for r in failed}
-                    )
-                },
+                description=f"{len(failed_collections)} of {len(selected)} collection(s) of {database.name} "
+                "failed: " + "; ".join(reasons),
+                metadata={"failed_collections": dg.MetadataValue.json(failed_collections)},
                 # an op retry would reload the siblings that succeeded: re-execute from asset failure instead
                 allow_retries=False,
             )

@@ -10,6 +10,7 @@ limits and pools keep two writers off one DuckDB file (see factory.py).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import threading
@@ -22,15 +23,27 @@ from typing import Any
 
 import dagster as dg
 import dlt
+import duckdb
 import pymongo.errors
 from dlt.common.destination import Destination
 from dlt.common.schema import Schema
+from dlt.common.schema.utils import normalize_schema_name
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 from pydantic import Field
 
-from mongodb_dlt.config import CollectionConfig, DestinationConfig, mask_secrets, resolve_connection_url
+from mongodb_dlt.config import (
+    DEFAULTS,
+    CollectionConfig,
+    DestinationConfig,
+    mask_secrets,
+    resolve_connection_url,
+)
+from mongodb_dlt.locking import collection_lock
 from mongodb_dlt.source import ExtractStats, mongodb_collection
+from mongodb_dlt.warehouse import DestinationNotWritableError, duckdb_connection, rollback_incomplete_loads
+
+DEFAULT_PIPELINES_DIR = ".mongodb_dlt/pipelines"
 
 # Errors a retry with backoff can cure: the server or the network had a moment, or a cursor timed out.
 # AutoReconnect covers ConnectionFailure's transient children (NetworkTimeout, ServerSelectionTimeoutError).
@@ -172,30 +185,44 @@ class MongoDltLoader(dg.ConfigurableResource):
     """Runs one collection through its own dlt pipeline into the destination named in the YAML."""
 
     destination_type: str = Field(default="duckdb", description="dlt destination name, e.g. duckdb, bigquery")
-    destination_path: str | None = Field(default=None, description="DuckDB database file")
+    destination_path: str | None = Field(default=None, description="DuckDB database file, absolute")
     destination_project: str | None = Field(default=None, description="BigQuery project id")
     destination_location: str | None = Field(default=None, description="BigQuery location")
     destination_options: dict[str, Any] = Field(default_factory=dict)
     memory_limit: str | None = Field(default=None, description="DuckDB memory_limit for loads, e.g. 256MB")
+    lock_timeout: float = Field(
+        default=DEFAULTS["destination.lock_timeout"],
+        description="seconds a DuckDB load waits for a file another process holds",
+    )
     loader_file_format: str | None = Field(
         default=None, description="dlt file format between normalize and load; None picks one per destination"
     )
     pipelines_dir: str | None = Field(
-        default=None, description="dlt working folder; dlt's default when unset. Disposable: state is restored"
-        " from the destination."
+        default=None,
+        description="dlt working folder (default .mongodb_dlt/pipelines in the working directory). Scratch "
+        "space: every load restores its state from the destination; each destination gets its own folder inside.",
     )
 
     @classmethod
-    def from_config(cls, destination: DestinationConfig, pipelines_dir: str | None = None) -> MongoDltLoader:
+    def from_config(
+        cls, destination: DestinationConfig, pipelines_dir: str | None = None, base: Path | None = None
+    ) -> MongoDltLoader:
+        """Resolves relative paths (the DuckDB file, the working folder) once, against ``base`` (default: the
+        working directory, where the default config path is found too)."""
+        base = (base or Path.cwd()).absolute()
+        path = destination.path
+        if destination.type == "duckdb" and path and not path.startswith(":"):
+            path = str(base / Path(path).expanduser())
         return cls(
             destination_type=destination.type,
-            destination_path=destination.path,
+            destination_path=path,
             destination_project=destination.project,
             destination_location=destination.location,
             destination_options=dict(destination.options),
             loader_file_format=destination.loader_file_format,
             memory_limit=destination.memory_limit,
-            pipelines_dir=pipelines_dir,
+            lock_timeout=destination.lock_timeout,
+            pipelines_dir=str(base / Path(pipelines_dir or DEFAULT_PIPELINES_DIR).expanduser()),
         )
 
     @property
@@ -204,20 +231,22 @@ class MongoDltLoader(dg.ConfigurableResource):
         return f"{self.destination_type}:{self.destination_path or self.destination_project or ''}"
 
     @property
+    def working_dir(self) -> Path:
+        """This destination's own folder inside ``pipelines_dir``: local files never serve two warehouses."""
+        digest = hashlib.sha256(self.destination_id.encode()).hexdigest()[:12]
+        return Path(self.pipelines_dir or DEFAULT_PIPELINES_DIR).absolute() / f"{self.destination_type}-{digest}"
+
+    @property
     def file_format(self) -> str:
         """Parquet keeps normalize and load memory flat; BigQuery accepts JSON columns only from jsonl."""
         if self.loader_file_format:
             return self.loader_file_format
         return "jsonl" if self.destination_type == "bigquery" else "parquet"
 
-    def destination(self) -> Destination[Any, Any]:
+    def destination(self, connection: duckdb.DuckDBPyConnection | None = None) -> Destination[Any, Any]:
         options: dict[str, Any] = dict(self.destination_options)
-        if self.destination_type == "duckdb" and self.destination_path:
-            Path(self.destination_path).parent.mkdir(parents=True, exist_ok=True)
-            credentials = DuckDbCredentials(self.destination_path)
-            if self.memory_limit:
-                credentials.global_config = {"memory_limit": self.memory_limit}
-            options["credentials"] = credentials
+        if connection is not None:
+            options["credentials"] = DuckDbCredentials(connection)
         if self.destination_type == "bigquery":
             if self.destination_location:
                 options["location"] = self.destination_location
@@ -225,16 +254,59 @@ class MongoDltLoader(dg.ConfigurableResource):
                 options["project_id"] = self.destination_project
         return Destination.from_reference(self.destination_type, **options)
 
-    def pipeline(self, collection: CollectionConfig, dataset_name: str) -> dlt.Pipeline:
-        return dlt.pipeline(
-            pipeline_name=f"mongodb_dlt__{collection.database}__{collection.asset_name}",
-            pipelines_dir=self.pipelines_dir,
-            destination=self.destination(),
+    @contextmanager
+    def session(self, log: logging.Logger) -> Iterator[Destination[Any, Any]]:
+        """The destination for one stretch of writing. For DuckDB the file is opened once, waiting while another
+        process holds it, and held until the block ends, so a reader cannot slip in between dlt's statements.
+        Inside one process, writers to one destination take turns: dlt pipelines committing to one DuckDB
+        catalog at once fail with write-write conflicts."""
+        with _destination_write_lock(self.destination_id):
+            if self.destination_type != "duckdb" or not self.destination_path:
+                yield self.destination()
+                return
+            try:
+                Path(self.destination_path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise DestinationNotWritableError(
+                    f"cannot open DuckDB file {self.destination_path} for writing: {error}"
+                ) from None
+            config: dict[str, Any] = {"preserve_insertion_order": False}  # lets DuckDB insert in less memory
+            if self.memory_limit:
+                config["memory_limit"] = self.memory_limit
+            with duckdb_connection(self.destination_path, config, self.lock_timeout, log) as connection:
+                yield self.destination(connection)
+
+    def pipeline_name(self, collection: CollectionConfig) -> str:
+        return f"mongodb_dlt__{collection.database}__{collection.asset_name}"
+
+    def pipeline(
+        self, collection: CollectionConfig, dataset_name: str, destination: Destination[Any, Any]
+    ) -> dlt.Pipeline:
+        """The collection's pipeline with its state and schema as the warehouse holds them, after undoing any
+        load the warehouse never recorded as complete. The local working folder is dropped first: it is scratch
+        space, and state from one warehouse or an older run must never drive a load."""
+        pipeline = dlt.pipeline(
+            pipeline_name=self.pipeline_name(collection),
+            pipelines_dir=str(self.working_dir),
             dataset_name=dataset_name,
-        )
+        ).drop()
+        pipeline.sync_destination(destination=destination, dataset_name=dataset_name)
+        # the schema dlt names after the pipeline (standalone resources): snake_case, as it is stored
+        undone = rollback_incomplete_loads(pipeline, normalize_schema_name(pipeline.pipeline_name))
+        if undone:
+            logging.getLogger(__name__).warning(
+                f"{collection.database}.{collection.name}: removed the rows of a load that never completed "
+                f"(the process died or the load failed): "
+                + ", ".join(f"{table}: {rows}" for table, rows in undone.items())
+            )
+        return pipeline
 
     def load_collection(
-        self, collection: CollectionConfig, dataset_name: str, log: logging.Logger | None = None
+        self,
+        collection: CollectionConfig,
+        dataset_name: str,
+        log: logging.Logger | None = None,
+        run_id: str | None = None,
     ) -> CollectionLoadResult:
         """Load one collection, retrying transient errors with exponential backoff. Never raises for a
         failure of the collection itself: the error is in the result so siblings keep going."""
@@ -245,7 +317,7 @@ class MongoDltLoader(dg.ConfigurableResource):
         attempt = 1
         while True:
             try:
-                result = self._load_once(collection, dataset_name, log)
+                result = self._load_once(collection, dataset_name, log, run_id)
             except Exception as error:
                 message = describe_error(error)
                 if attempt >= attempts or not is_transient(error):
@@ -270,26 +342,22 @@ class MongoDltLoader(dg.ConfigurableResource):
             return replace(result, duration_seconds=time.monotonic() - started, attempts=attempt)
 
     def _load_once(
-        self, collection: CollectionConfig, dataset_name: str, log: logging.Logger
+        self, collection: CollectionConfig, dataset_name: str, log: logging.Logger, run_id: str | None
     ) -> CollectionLoadResult:
         label = f"{collection.database}.{collection.name}"
-        pipeline = self.pipeline(collection, dataset_name)
-        cursor_field = collection.incremental.cursor_field if collection.incremental else None
-        with _destination_write_lock(self.destination_id):
-            # Restores state and schema from the destination when the working folder is new or was lost,
-            # and finishes a package a previous run extracted but did not load.
-            pipeline.sync_destination()
-            if pipeline.has_pending_data:
-                log.info(f"{label}: loading a package left by an earlier run")
-                try:
-                    pipeline.normalize()
-                    pipeline.load()
-                except Exception as error:
-                    log.warning(f"{label}: dropped a package left by an earlier run that cannot load "
-                                f"({describe_error(error)}); reading the collection again instead")
-                    pipeline = self._reset(pipeline, collection, dataset_name)
-        cursor_before = _incremental_state(pipeline, collection.table_name, cursor_field) if cursor_field else None
+        lock_file = self.working_dir / f"{self.pipeline_name(collection)}.lock"
+        with collection_lock(lock_file, label, run_id):
+            # Finds out before the extract whether the warehouse can be written, and undoes a load that died.
+            with self.session(log) as destination:
+                pipeline = self.pipeline(collection, dataset_name, destination)
+            return self._extract_and_load(pipeline, collection, dataset_name, log)
 
+    def _extract_and_load(
+        self, pipeline: dlt.Pipeline, collection: CollectionConfig, dataset_name: str, log: logging.Logger
+    ) -> CollectionLoadResult:
+        label = f"{collection.database}.{collection.name}"
+        cursor_field = collection.incremental.cursor_field if collection.incremental else None
+        cursor_before = _incremental_state(pipeline, collection.table_name, cursor_field) if cursor_field else None
         stats = ExtractStats(on_progress=_ProgressLogger(label, log))
         resource = mongodb_collection(
             resolve_connection_url(collection),
@@ -309,17 +377,17 @@ class MongoDltLoader(dg.ConfigurableResource):
             schema_contract=collection.schema_contract,
             stats=stats,
         )
-        # a failed extract leaves no package and no committed state behind: only later steps need the reset
+        # a failed extract leaves nothing in the warehouse; the next run drops its package with the folder
         pipeline.extract(resource, loader_file_format=self.file_format)  # type: ignore[arg-type]
         try:
             pipeline.normalize()
-            with _destination_write_lock(self.destination_id):
-                load_info = pipeline.load()
+            with self.session(log) as destination:
+                load_info = pipeline.load(destination=destination)
         except Exception:
-            # A package that failed must never be replayed: the next run reads the collection again from the
-            # state the warehouse holds, so nothing is lost and nothing is loaded twice.
-            with _destination_write_lock(self.destination_id):
-                self._reset(pipeline, collection, dataset_name)
+            # A package that failed is never replayed, and its rows leave the warehouse now rather than at the
+            # next run: the next run reads the collection again from the state the warehouse holds.
+            with self.session(log) as destination:
+                self.pipeline(collection, dataset_name, destination)
             raise
 
         schema_update: dict[str, Any] = {}
@@ -343,13 +411,6 @@ class MongoDltLoader(dg.ConfigurableResource):
             load_ids=list(load_info.loads_ids),
             documents_read=stats.documents,
         )
-
-    def _reset(self, pipeline: dlt.Pipeline, collection: CollectionConfig, dataset_name: str) -> dlt.Pipeline:
-        """Drops the pipeline's packages and local state, and restores state and schema from the warehouse."""
-        pipeline.drop()
-        pipeline = self.pipeline(collection, dataset_name)
-        pipeline.sync_destination()
-        return pipeline
 
 
 class _ProgressLogger:

@@ -32,6 +32,7 @@ import multiprocessing.util
 import os
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -46,6 +47,7 @@ import pyarrow.compute as pc
 import pymongo
 from bson import ObjectId, json_util
 from bson.codec_options import CodecOptions
+from dlt.common.storages.exceptions import CurrentLoadPackageStateNotAvailable
 from dlt.common.typing import TDataItems
 from dlt.extract import DltResource
 from dlt.extract.hints import make_hints
@@ -67,6 +69,7 @@ from mongodb_dlt.columns import (
     DELETED,
     DOCUMENT_KEY,
     LIST_INDEX,
+    LOAD_ID,
     PARENT_ID,
     ROOT_ID,
     ROOT_KEY,
@@ -75,6 +78,7 @@ from mongodb_dlt.columns import (
     CollectionNames,
     TableNames,
 )
+from mongodb_dlt.config import mask_secrets, mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,7 @@ _CURSOR_JSON = json_util.CANONICAL_JSON_OPTIONS.with_options(
     datetime_conversion=CODEC_OPTIONS.datetime_conversion, uuid_representation=CODEC_OPTIONS.uuid_representation
 )
 
+_LOAD_ID_COLUMN = {"name": LOAD_ID, "data_type": "text", "nullable": False}
 _ROW_ID_COLUMN = {"name": ROW_ID, "data_type": "text", "nullable": False, "row_key": True, "unique": True}
 _CHILD_LINK_COLUMNS = {
     ROW_ID: {"name": ROW_ID, "data_type": "text", "nullable": True, "row_key": True},
@@ -144,6 +149,61 @@ def connect(connection_url: str) -> pymongo.MongoClient:
     }
     options = {key: value for key, value in defaults.items() if not _uri_sets(connection_url, key)}
     return pymongo.MongoClient(connection_url, tz_aware=True, **options)
+
+
+class MongoUnreachableError(Exception):
+    """The server of a connection URL cannot be used at all (refused, unknown host, timed out, bad URL, failed
+    authentication). ``str()`` is one line, password masked: ``cannot reach MongoDB at <url>: <cause>``, with
+    ``(after N s)`` when it waited for a server."""
+
+
+# pymongo appends the whole topology (every server, every error again) and its timeout settings to a server
+# selection error: only the first part says why, the rest repeats it at length.
+_SELECTION_NOISE = re.compile(r",\s*Timeout:|,?\s*Topology Description:")
+_CONFIGURED_TIMEOUTS = re.compile(r"\s*\(configured timeouts:[^)]*\)")
+# OperationFailure appends the server's whole reply document
+_FULL_ERROR = re.compile(r",\s*full error:")
+
+
+def _unreachable_cause(error: pymongo.errors.PyMongoError) -> str:
+    """The short reason of ``error`` on one line, secrets masked."""
+    text = str(error)
+    if isinstance(error, pymongo.errors.ServerSelectionTimeoutError):
+        text = _SELECTION_NOISE.split(text, maxsplit=1)[0]
+        text = _CONFIGURED_TIMEOUTS.sub("", text)
+        # several servers are listed as "a: why,b: why"
+        text = re.sub(r",(?=\S)", ", ", text)
+    else:
+        text = _FULL_ERROR.split(text, maxsplit=1)[0]
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return mask_secrets(" ".join(text.split()))
+
+
+def check_reachable(connection_url: str) -> None:
+    """Ping the server of ``connection_url`` once, so that a wrong host, port or password fails in one server
+    selection timeout (10 s unless the URL sets its own) instead of once per collection with retries.
+
+    Raises ``MongoUnreachableError`` with a one-line message that never holds the password."""
+    started = time.monotonic()
+    client: pymongo.MongoClient | None = None
+    try:
+        client = connect(connection_url)
+        client.admin.command("ping")
+    except (
+        pymongo.errors.ConnectionFailure,
+        pymongo.errors.ConfigurationError,
+        pymongo.errors.OperationFailure,
+    ) as error:
+        message = f"cannot reach MongoDB at {mask_url(connection_url)}: {_unreachable_cause(error)}"
+        if isinstance(error, pymongo.errors.ConnectionFailure):
+            # a connection failure usually means waiting out the whole server selection timeout: say how long
+            waited = time.monotonic() - started
+            message += f" (after {waited:.0f} s)" if waited >= 1 else f" (after {waited:.1f} s)"
+        # from None: the chained pymongo error would bring the topology dump back into tracebacks
+        raise MongoUnreachableError(mask_secrets(message)) from None
+    finally:
+        if client is not None:
+            client.close()
 
 
 def _projection(
@@ -266,8 +326,10 @@ class _Assembler:
         write_disposition: str,
         schema_contract: Any,
         stats: ExtractStats,
+        load_id: str | None,
     ) -> None:
         self.names = names
+        self.load_id = load_id
         self.write_disposition = write_disposition
         self.schema_contract = schema_contract
         self.stats = stats
@@ -279,7 +341,12 @@ class _Assembler:
             return
         row_ids: dict[TablePath, pa.Array] = {(): random_row_ids(root.rows)}
         root_names = self.names.table(())
-        arrays = {DOCUMENT_KEY: batch.keys, ROW_ID: row_ids[()], **self._named(root_names, root)}
+        arrays = {
+            DOCUMENT_KEY: batch.keys,
+            ROW_ID: row_ids[()],
+            LOAD_ID: self._load_ids(root.rows),
+            **self._named(root_names, root),
+        }
         yield self._with_hints(root_names, pa.table(arrays), root=True)
         self.stats.add_rows(root_names.name, root.rows)
 
@@ -296,6 +363,7 @@ class _Assembler:
                 PARENT_ID: pc.take(parent_ids, table.parent_rows),
                 ROOT_ID: pc.take(row_ids[()], table.root_rows),
                 LIST_INDEX: table.list_index,
+                LOAD_ID: self._load_ids(table.rows),
                 **self._named(names, table),
             }
             if self.merge:
@@ -317,14 +385,23 @@ class _Assembler:
             missing = keys if present is None else pc.filter(keys, pc.invert(pc.is_in(keys, value_set=present)))
             if len(missing) == 0:
                 continue
-            markers = pa.table({ROOT_KEY: missing, DELETED: pa.array([True] * len(missing), pa.bool_())})
+            markers = pa.table({
+                ROOT_KEY: missing,
+                LOAD_ID: self._load_ids(len(missing)),
+                DELETED: pa.array([True] * len(missing), pa.bool_()),
+            })
             yield self._with_hints(names, markers, root=False)
+
+    def _load_ids(self, rows: int) -> pa.Array:
+        # every row names its package, so a load that never completed can be undone (warehouse.py)
+        return pa.repeat(pa.scalar(self.load_id, pa.string()), rows)
 
     def _named(self, names: TableNames, table: ConvertedTable) -> dict[str, pa.Array]:
         return {names.column(field_path, tag): array for (field_path, tag), array in table.columns.items()}
 
     def _with_hints(self, names: TableNames, arrow_table: pa.Table, root: bool) -> TDataItems:
         columns = names.take_new_columns()
+        columns[LOAD_ID] = _LOAD_ID_COLUMN
         if root:
             columns[ROW_ID] = _ROW_ID_COLUMN
             columns[DOCUMENT_KEY] = {"name": DOCUMENT_KEY, "data_type": "text", "nullable": False}
@@ -431,7 +508,11 @@ def mongodb_collection(
         schema = dlt.current.source_schema()
         root_table = schema.naming.normalize_tables_path(resource_name)
         names = CollectionNames(root_table, schema.tables)
-        assembler = _Assembler(names, write_disposition, schema_contract, run_stats)
+        try:
+            load_id: str | None = dlt.current.load_package_state()["load_id"]
+        except CurrentLoadPackageStateNotAvailable:
+            load_id = None  # iterated outside a pipeline: nothing is loaded, so nothing can need undoing
+        assembler = _Assembler(names, write_disposition, schema_contract, run_stats, load_id)
         cursor_state = _CursorState.load(dlt.current.resource_state(), cursor_field) if cursor_field else None
 
         mongo = client if client is not None else connect(connection_url)  # type: ignore[arg-type]

@@ -43,7 +43,11 @@ class RecordingLoader(MongoDltLoader):
     """Pretends to load: records the call, fails the collections named in FAILING."""
 
     def load_collection(
-        self, collection: CollectionConfig, dataset_name: str, log: logging.Logger | None = None
+        self,
+        collection: CollectionConfig,
+        dataset_name: str,
+        log: logging.Logger | None = None,
+        run_id: str | None = None,
     ) -> CollectionLoadResult:
         with _lock:
             CALLS.append((collection.database, collection.name))
@@ -64,7 +68,9 @@ class RecordingLoader(MongoDltLoader):
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> ProjectConfig:
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ProjectConfig:
+    # no server to ping: the factory leaves an unresolvable URL to the (recording) loader
+    monkeypatch.delenv("MONGODB_URI", raising=False)
     CALLS.clear()
     FAILING.clear()
     CONCURRENCY.update(now=0, peak=0)

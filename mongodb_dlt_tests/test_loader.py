@@ -44,11 +44,24 @@ def test_error_descriptions_mask_passwords() -> None:
 
 def test_duckdb_destination_uses_the_configured_file(tmp_path: Path) -> None:
     loader = MongoDltLoader.from_config(DestinationConfig(type="duckdb", path=str(tmp_path / "w.duckdb")))
-    destination = loader.destination()
-    assert destination.destination_name == "duckdb"
+    assert loader.destination().destination_name == "duckdb"
     assert loader.destination_id == f"duckdb:{tmp_path / 'w.duckdb'}"
-    # loads hold DuckDB to the configured memory (the YAML default), so a step's memory stays flat
-    assert destination.config_params["credentials"].global_config == {"memory_limit": "128MB"}
+    with loader.session(logging.getLogger(__name__)) as destination:
+        pipeline = dlt.pipeline("settings", pipelines_dir=str(tmp_path / "p"), destination=destination)
+        with pipeline.sql_client() as client:
+            # loads hold DuckDB to the configured memory (the YAML default), so a step's memory stays flat
+            limit = client.execute_sql("SELECT current_setting('memory_limit')")[0][0]
+        assert limit.replace(" ", "") in {"61.0MiB", "64.0MB", "61MiB"}, limit
+
+
+def test_relative_paths_resolve_against_the_base_folder_once(tmp_path: Path) -> None:
+    loader = MongoDltLoader.from_config(DestinationConfig(type="duckdb", path="data/w.duckdb"), base=tmp_path)
+    assert loader.destination_path == str(tmp_path / "data" / "w.duckdb")
+    assert loader.pipelines_dir == str(tmp_path / ".mongodb_dlt" / "pipelines")
+    other = MongoDltLoader.from_config(DestinationConfig(type="duckdb", path="data/w.duckdb"), base=tmp_path / "b")
+    # each warehouse gets its own working folder, even when the pipelines folder is shared
+    assert Path(loader.working_dir).parent == Path(loader.pipelines_dir)
+    assert loader.working_dir.name != other.working_dir.name
 
 
 def test_bigquery_is_configured_from_yaml_and_normalizes_offline(tmp_path: Path) -> None:
@@ -69,7 +82,8 @@ def test_bigquery_is_configured_from_yaml_and_normalizes_offline(tmp_path: Path)
         [{"_id": ObjectId(), "n": i, "total": Decimal128("1.50"), "lines": [{"sku": "a"}]} for i in range(20)]
     )
     collection = config.databases["shop"].collections["orders"]
-    pipeline = loader.pipeline(collection, config.databases["shop"].dataset)
+    pipeline = dlt.pipeline("bigquery_offline", pipelines_dir=str(tmp_path / "pipelines"),
+                            destination=destination, dataset_name=config.databases["shop"].dataset)
     assert pipeline.dataset_name == "mongo_shop"
     pipeline.extract(
         mongodb_collection(None, "shop", "orders", client=client, table_name=collection.table_name),
@@ -85,7 +99,7 @@ def test_bigquery_is_configured_from_yaml_and_normalizes_offline(tmp_path: Path)
 
 
 def test_destination_unknown_to_dlt_is_rejected_before_any_run(tmp_path: Path) -> None:
-    loader = MongoDltLoader(destination_type="no_such_warehouse")
+    loader = MongoDltLoader(destination_type="no_such_warehouse", pipelines_dir=str(tmp_path))
     with pytest.raises(Exception, match="no_such_warehouse"):
         loader.destination()
 

@@ -640,9 +640,9 @@ def test_worker_processes_convert_the_same_as_this_process(mongo: mongomock.Mong
         assert stats.batches == 8 and stats.batches_in_workers == (0 if processes == 0 else 7)
         landed[processes] = (
             warehouse.columns("orders"),
-            warehouse.query(f"select * exclude (_dlt_id) from {DATASET}.orders order by _id"),
+            warehouse.query(f"select * exclude (_dlt_id, _dlt_load_id) from {DATASET}.orders order by _id"),
             warehouse.query(
-                f"select * exclude (_dlt_id, _dlt_parent_id, _dlt_root_id) from {DATASET}.orders__items"
+                f"select * exclude (_dlt_id, _dlt_parent_id, _dlt_root_id, _dlt_load_id) from {DATASET}.orders__items"
                 " order by _mongo_root_key, _dlt_list_idx"
             ),
         )

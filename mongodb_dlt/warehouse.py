@@ -1,0 +1,119 @@
+"""What we do to the warehouse around dlt's own load: wait for a DuckDB file another process holds, and undo
+loads that never completed.
+
+dlt applies a package job by job and records the package in ``_dlt_loads`` only at the end, so a process that
+dies in between leaves rows in the warehouse that no completed load owns. Every row we write carries its
+package's ``_dlt_load_id``; before a collection loads again, its rows whose load id is not in ``_dlt_loads`` are
+deleted. Incremental state is read from the warehouse joined with ``_dlt_loads`` (dlt's own rule), so the
+cursor steps back exactly as far as the rows do, and the next read fetches those documents again: no job is
+ever applied twice and no child row outlives its parent's load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dlt
+import duckdb
+from dlt.common.destination.client import JobClientBase
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
+
+from mongodb_dlt.columns import LOAD_ID
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+_MAX_LOCK_WAIT_STEP_SECONDS = 10.0
+
+
+class DestinationLockedError(Exception):
+    """The DuckDB file stayed locked by another process for longer than ``destination.lock_timeout``."""
+
+
+class DestinationNotWritableError(Exception):
+    """The DuckDB file cannot be opened for writing for a reason waiting would not cure."""
+
+
+def lock_holder(error: BaseException) -> str | None:
+    """``PID 123 (/usr/bin/python3)`` when ``error`` is DuckDB refusing a file another process holds."""
+    match = _LOCK_HOLDER.search(str(error))
+    if match is None:
+        return None
+    return f"PID {match['pid']} ({match['program']})"
+
+
+@contextmanager
+def duckdb_connection(
+    path: str, config: dict[str, Any], timeout_seconds: float, log: logging.Logger
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection to ``path`` held for the block, so no other process can take the file between
+    dlt's statements. While another process holds the file, waits with backoff up to ``timeout_seconds``,
+    logging who holds it."""
+    started = time.monotonic()
+    delay = 0.25
+    while True:
+        try:
+            connection = duckdb.connect(path, config=config)
+            break
+        except duckdb.IOException as error:
+            holder = lock_holder(error)
+            if holder is None:
+                raise DestinationNotWritableError(f"cannot open DuckDB file {path} for writing: {error}") from None
+            waited = time.monotonic() - started
+            if waited >= timeout_seconds:
+                raise DestinationLockedError(
+                    f"DuckDB file {path} is locked by {holder}; waited {waited:.0f} s "
+                    f"(destination.lock_timeout: {timeout_seconds:g} s). Close that process's connection, or "
+                    "raise lock_timeout, then run again."
+                ) from None
+            log.info(f"waiting for DuckDB file {path}: locked by {holder} ({waited:.0f} s of {timeout_seconds:g} s)")
+            time.sleep(min(delay, timeout_seconds - waited))
+            delay = min(delay * 2, _MAX_LOCK_WAIT_STEP_SECONDS)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def _stored_tables(client: JobClientBase, schema_name: str) -> dict[str, Any]:
+    try:
+        stored = client.get_stored_schema(schema_name)  # type: ignore[attr-defined]
+    except DatabaseUndefinedRelation:
+        return {}
+    if stored is None:
+        return {}
+    tables: dict[str, Any] = json.loads(stored.schema).get("tables", {})
+    return tables
+
+
+def rollback_incomplete_loads(pipeline: dlt.Pipeline, schema_name: str) -> dict[str, int]:
+    """Deletes, from every table of ``schema_name``, the rows of loads that ``_dlt_loads`` does not record as
+    complete. Returns the rows deleted per table (only tables that had any)."""
+    undone: dict[str, int] = {}
+    with pipeline.destination_client() as client:
+        tables = _stored_tables(client, schema_name)
+        sql = client.sql_client  # type: ignore[attr-defined]
+        loads = sql.make_qualified_table_name(client.schema.loads_table_name)
+        load_id = sql.escape_column_name(LOAD_ID)
+        incomplete = f"{load_id} IS NOT NULL AND {load_id} NOT IN (SELECT load_id FROM {loads} WHERE status = 0)"
+        targets = [
+            name for name, table in sorted(tables.items())
+            if not name.startswith("_dlt") and LOAD_ID in table.get("columns", {})
+        ]
+        for name in targets:
+            qualified = sql.make_qualified_table_name(name)
+            try:
+                rows = sql.execute_sql(f"SELECT COUNT(*) FROM {qualified} WHERE {incomplete}")
+            except DatabaseUndefinedRelation:
+                continue
+            if rows and rows[0][0]:
+                undone[name] = int(rows[0][0])
+        if undone:
+            with sql.begin_transaction():
+                for name in undone:
+                    sql.execute_sql(f"DELETE FROM {sql.make_qualified_table_name(name)} WHERE {incomplete}")
+    return undone

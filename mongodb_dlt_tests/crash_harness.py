@@ -1,0 +1,99 @@
+"""Loads one collection in this process and SIGKILLs it at a named boundary of the load: a crash harness.
+
+    python mongodb_dlt_tests/crash_harness.py '{"point": "job_committed", "config": "...", "database": "shop",
+                                               "collection": "orders", "pipelines_dir": "..."}'
+
+The kill comes from inside the process at the exact instant named, never from a timer, so every scenario is
+deterministic. Exit code 3 means the point was never reached (the scenario did not happen), 4 that the load
+failed instead; either way the test that ran us fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import dlt
+from dlt.destinations.impl.duckdb.duck import DuckDbCopyJob
+from dlt.destinations.impl.duckdb.sql_client import DuckDbSqlClient
+from dlt.destinations.job_client_impl import SqlJobClientBase, SqlLoadJob
+
+from mongodb_dlt.config import load_config
+from mongodb_dlt.loader import MongoDltLoader
+
+POINTS = (
+    "after_extract",  # the package is extracted; nothing was sent
+    "after_normalize",  # the package is ready to load; nothing was sent
+    "job_uncommitted",  # a job's rows are inserted inside a transaction that never commits
+    "job_committed",  # a job's rows are committed, dlt has not recorded the job as done
+    "merge_committed",  # merge only: the merge into the final tables committed, dlt has not recorded it
+    "load_recorded",  # the package is in _dlt_loads, the pipeline has not finished with it
+)
+
+_lock = threading.Lock()
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _after(owner: type, name: str) -> None:
+    original: Callable[..., Any] = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        die()
+        return result
+
+    setattr(owner, name, wrapper)
+
+
+def _uncommitted_insert() -> None:
+    original = DuckDbSqlClient.execute_sql
+
+    def execute_sql(self: DuckDbSqlClient, sql: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(sql).startswith("INSERT INTO") and "read_parquet" in str(sql):
+            with _lock:
+                original(self, "BEGIN TRANSACTION")
+                original(self, sql, *args, **kwargs)
+                die()
+        return original(self, sql, *args, **kwargs)
+
+    DuckDbSqlClient.execute_sql = execute_sql  # type: ignore[method-assign]
+
+
+def arm(point: str) -> None:
+    if point == "after_extract":
+        _after(dlt.Pipeline, "extract")
+    elif point == "after_normalize":
+        _after(dlt.Pipeline, "normalize")
+    elif point == "job_uncommitted":
+        _uncommitted_insert()
+    elif point == "job_committed":
+        _after(DuckDbCopyJob, "run")
+    elif point == "merge_committed":
+        _after(SqlLoadJob, "run")
+    elif point == "load_recorded":
+        _after(SqlJobClientBase, "complete_load")
+    else:
+        raise SystemExit(f"unknown point {point!r}; known: {', '.join(POINTS)}")
+
+
+def main() -> None:
+    scenario = json.loads(sys.argv[1])
+    config = load_config(scenario["config"])
+    database = config.databases[scenario["database"]]
+    collection = database.collections[scenario["collection"]]
+    loader = MongoDltLoader.from_config(config.destination, pipelines_dir=scenario["pipelines_dir"])
+    arm(scenario["point"])
+    result = loader.load_collection(collection, database.dataset)
+    sys.exit(3 if result.succeeded else 4)
+
+
+if __name__ == "__main__":
+    main()
