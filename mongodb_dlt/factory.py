@@ -7,6 +7,7 @@ one error naming every failed collection, so Dagster records the siblings as mat
 asset failure" repeats only the failed ones.
 """
 
+import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import suppress
@@ -99,6 +100,22 @@ def _metadata(result: CollectionLoadResult) -> dict[str, Any]:
     return metadata
 
 
+def _report_orphaned_run(context: dg.AssetExecutionContext, run_worker_pid: int | None) -> None:
+    """The run's process died while this step loaded. A code server that launched it marks the run failed; when
+    nothing did (``dagster asset materialize`` killed), a run left STARTED keeps its pool slots and blocks retries.
+    The step has finished its loads (each exactly once), so it ends the run itself."""
+    message = (
+        f"The run's process (PID {run_worker_pid}) died while step {context.op_def.name} was loading; the step "
+        "finished its loads on its own. Re-execute from asset failure to load whatever it did not report."
+    )
+    run = context.instance.get_run_by_id(context.run_id)
+    if run is not None and run.is_finished:
+        context.log.warning(message)
+        return
+    context.log.error(message + " It marks the run failed, so pools, retries and the next run are not kept waiting.")
+    context.instance.report_run_failed(context.dagster_run, message)
+
+
 def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.AssetsDefinition:
     collections_by_key = {asset_key(database, c): c for c in database.collections.values()}
     pool = destination_pool(config)
@@ -115,6 +132,8 @@ def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.Asset
     )
     def _load_database(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         loader: MongoDltLoader = getattr(context.resources, LOADER_RESOURCE_KEY)
+        # The run worker, when the multiprocess executor started this step in a process of its own.
+        run_worker = multiprocessing.parent_process()
         selected = [(key, c) for key, c in collections_by_key.items() if key in context.selected_asset_keys]
 
         # One ping per server before fanning out: a wrong host, port or password then costs one server selection
@@ -162,6 +181,8 @@ def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.Asset
                     f"{result.dataset_name}.{result.table_name} in {result.duration_seconds:.1f}s"
                 )
                 yield dg.MaterializeResult(asset_key=futures[future], metadata=_metadata(result))
+        if run_worker is not None and not run_worker.is_alive():
+            _report_orphaned_run(context, run_worker.pid)
         if failed or unreachable:
             # collections sharing an unreachable server are named once, with the server's error
             not_started: dict[str, list[str]] = {}

@@ -386,8 +386,12 @@ class MongoDltLoader(dg.ConfigurableResource):
         except Exception:
             # A package that failed is never replayed, and its rows leave the warehouse now rather than at the
             # next run: the next run reads the collection again from the state the warehouse holds.
-            with self.session(log) as destination:
-                self.pipeline(collection, dataset_name, destination)
+            try:
+                with self.session(log) as destination:
+                    self.pipeline(collection, dataset_name, destination)
+            except Exception as cleanup_error:
+                log.warning(f"{label}: the failed load's rows stay until the next run removes them "
+                            f"({describe_error(cleanup_error)})")
             raise
 
         schema_update: dict[str, Any] = {}

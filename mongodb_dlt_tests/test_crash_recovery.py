@@ -4,20 +4,26 @@ warehouse exactly equal to MongoDB: every document once, every child row once an
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from mongodb_dlt.config import load_config
 from mongodb_dlt.loader import MongoDltLoader
+from mongodb_dlt.locking import CollectionBusyError, collection_lock
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt_tests.conftest import Project
+from mongodb_dlt_tests.dagster_runs import graphql, launch, wait_for_run
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
 DISPOSITIONS = {
@@ -151,3 +157,82 @@ def test_a_kill_at_any_boundary_then_a_rerun_leaves_the_warehouse_exact(
     # and the run after that changes nothing (plain append adds its own copy of every document, once)
     load(project)
     assert_exact(project, standin, runs=(2 + dead_run_counts) if scenario.disposition == "append" else 1)
+
+
+def _wait_for_lock_holder(lock_file: Path, deadline: float) -> int:
+    while not (lock_file.exists() and lock_file.read_text()):
+        assert time.monotonic() < deadline, "the step never started loading"
+        time.sleep(0.05)
+    return int(json.loads(lock_file.read_text())["pid"])
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _wait_until_free(lock_file: Path, deadline: float) -> None:
+    while True:
+        try:
+            with collection_lock(lock_file, "test"):
+                return
+        except CollectionBusyError:
+            assert time.monotonic() < deadline, "the orphaned step never finished"
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("launched_by", ["code_server", "cli"])
+def test_a_killed_run_process_ends_its_run_and_keeps_a_second_writer_out(
+    launched_by: str, project: Project, standin: MongoStandIn, instance: dg.DagsterInstance
+) -> None:
+    """The run process (not the step) is SIGKILLed mid-load: the step finishes alone, a second load of the same
+    collection meanwhile is refused with the holder's PID and run, and the dead run ends FAILURE exactly once:
+    marked by the code server that launched it, or, when no one watches it (`dagster asset materialize`), by the
+    orphaned step. Either way the warehouse ends exact."""
+    standin.client.shop.orders.insert_many([document(i, i % 3) for i in range(300)])
+    project.write_config(
+        """
+        defaults: {batch_size: 20, retries: {max_attempts: 1}}
+        destination: {type: duckdb, path: "{duckdb}"}
+        databases:
+          shop: [orders]
+        """
+    )
+    standin.slow("shop", "orders", 0.2)  # 15 batches: the step is loading for a few seconds
+    config = load_config(project.config)
+    loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(project.pipelines_dir))
+    orders = config.databases["shop"].collections["orders"]
+    lock_file = loader.working_dir / f"{loader.pipeline_name(orders)}.lock"
+    deadline = time.monotonic() + 150
+
+    with contextlib.ExitStack() as stack:
+        if launched_by == "code_server":
+            context = stack.enter_context(graphql(instance, project.root))
+            launch(context, [dg.AssetKey(["raw_shop", "orders"])])
+        else:
+            cli = subprocess.Popen(
+                [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
+                 "mongodb_dlt.definitions", "--select", "raw_shop/orders"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            stack.callback(cli.wait)
+        step = _wait_for_lock_holder(lock_file, deadline)
+        run_worker = _parent_of(step)
+        run_id = json.loads(lock_file.read_text())["run_id"]
+        os.kill(run_worker, signal.SIGKILL)
+
+        busy = loader.load_collection(orders, "mongo_shop")
+        assert not busy.succeeded
+        assert f"PID {step}" in (busy.error or "") and run_id in (busy.error or "")
+
+        _wait_until_free(lock_file, deadline)
+        run = wait_for_run(instance, run_id, timeout=max(1.0, deadline - time.monotonic()))
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    failures = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    assert len(failures) == 1
+    if launched_by == "cli":
+        assert f"(PID {run_worker}) died" in (failures[0].event_log_entry.dagster_event.message or "")
+
+    standin.clear_faults()
+    assert_exact(project, standin)
+    load(project)
+    assert_exact(project, standin)
