@@ -100,7 +100,8 @@ _CURSOR_JSON = json_util.CANONICAL_JSON_OPTIONS.with_options(
     datetime_conversion=CODEC_OPTIONS.datetime_conversion, uuid_representation=CODEC_OPTIONS.uuid_representation
 )
 
-_LOAD_ID_COLUMN = {"name": LOAD_ID, "data_type": "text", "nullable": False}
+# nullable: tables written before the column existed get it added with NULL in their (complete) rows
+_LOAD_ID_COLUMN = {"name": LOAD_ID, "data_type": "text", "nullable": True}
 _ROW_ID_COLUMN = {"name": ROW_ID, "data_type": "text", "nullable": False, "row_key": True, "unique": True}
 _CHILD_LINK_COLUMNS = {
     ROW_ID: {"name": ROW_ID, "data_type": "text", "nullable": True, "row_key": True},

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import dlt
+import pyarrow as pa
 import pytest
 
 from mongodb_dlt.config import load_config
@@ -234,5 +236,21 @@ def test_a_killed_run_process_ends_its_run_and_keeps_a_second_writer_out(
 
     standin.clear_faults()
     assert_exact(project, standin)
+    load(project)
+    assert_exact(project, standin)
+
+
+def test_tables_written_before_load_ids_existed_take_the_column(project: Project, standin: MongoStandIn) -> None:
+    """A table from a version that wrote no `_dlt_load_id` gets the column (NULL in its old, complete rows)."""
+    write_config(project, "merge")
+    earlier = dlt.pipeline(
+        "mongodb_dlt__shop__orders", pipelines_dir=str(project.root / "earlier"),
+        destination=dlt.destinations.duckdb(str(project.duckdb_path)), dataset_name="mongo_shop",
+    )
+    earlier.run(
+        pa.table({"_mongo_key": ["n:0"], "_dlt_id": ["a"], "name": ["order 0"]}),
+        table_name="orders", write_disposition="merge", primary_key="_mongo_key",
+    )
+    standin.client.shop.orders.insert_many([document(i, 2) for i in range(5)])
     load(project)
     assert_exact(project, standin)
