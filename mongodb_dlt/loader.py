@@ -1,11 +1,16 @@
 """The Dagster resource that owns the destination and loads one collection through one dlt pipeline.
 
-Each collection has its own pipeline (``mongodb_dlt__<database>__<collection>``), so its incremental state,
-its pending packages and its failures never touch a sibling's. Every pipeline of a database writes into that
-database's dataset. Extract and normalize run in parallel; the load step (and the state sync that reads the
-destination) is serialized per destination inside the process, because several dlt pipelines committing to one
-DuckDB catalog at once fail with write-write conflicts. Across processes, Dagster's executor concurrency
-limits and pools keep two writers off one DuckDB file (see factory.py).
+Each collection has its own pipeline (``mongodb_dlt__<database>__<collection>``), so its incremental state and
+its failures never touch a sibling's. Every pipeline of a database writes into that database's dataset. A load:
+
+1. takes the collection's lock (locking.py): one writer per collection, released when its process dies;
+2. opens the warehouse (waiting while another process holds a DuckDB file), restores state and schema from it
+   into an emptied working folder, and undoes any load the warehouse never recorded as complete (warehouse.py);
+3. extracts and normalizes with the warehouse closed, so analysts can query meanwhile;
+4. opens the warehouse again and loads. A load that fails has its rows undone at once and is never replayed.
+
+Inside one process, writers to one destination take turns (several dlt pipelines committing to one DuckDB
+catalog at once fail with write-write conflicts); across processes, DuckDB's own file lock, waited for, does.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -86,14 +92,14 @@ def _destination_write_lock(destination_id: str) -> Iterator[None]:
         yield
 
 
-def _import_lazy_modules(destination: Destination[Any, Any]) -> None:
+def _import_lazy_modules(loader: MongoDltLoader) -> None:
     if _imports_ready.is_set():
         return
     with _imports_lock:
         if not _imports_ready.is_set():
             for module in LAZILY_IMPORTED_BY_DLT:
                 importlib.import_module(module)
-            _ = destination.client_class  # imports the destination's client module
+            _ = loader.destination().client_class  # imports the destination's client module
             _imports_ready.set()
 
 
@@ -285,11 +291,9 @@ class MongoDltLoader(dg.ConfigurableResource):
         """The collection's pipeline with its state and schema as the warehouse holds them, after undoing any
         load the warehouse never recorded as complete. The local working folder is dropped first: it is scratch
         space, and state from one warehouse or an older run must never drive a load."""
-        pipeline = dlt.pipeline(
-            pipeline_name=self.pipeline_name(collection),
-            pipelines_dir=str(self.working_dir),
-            dataset_name=dataset_name,
-        ).drop()
+        name = self.pipeline_name(collection)
+        shutil.rmtree(self.working_dir / name, ignore_errors=True)  # what Pipeline.drop() removes
+        pipeline = dlt.pipeline(pipeline_name=name, pipelines_dir=str(self.working_dir), dataset_name=dataset_name)
         pipeline.sync_destination(destination=destination, dataset_name=dataset_name)
         # the schema dlt names after the pipeline (standalone resources): snake_case, as it is stored
         undone = rollback_incomplete_loads(pipeline, normalize_schema_name(pipeline.pipeline_name))
@@ -311,7 +315,7 @@ class MongoDltLoader(dg.ConfigurableResource):
         """Load one collection, retrying transient errors with exponential backoff. Never raises for a
         failure of the collection itself: the error is in the result so siblings keep going."""
         log = log or logging.getLogger(__name__)
-        _import_lazy_modules(self.destination())
+        _import_lazy_modules(self)
         started = time.monotonic()
         attempts = collection.retries.max_attempts
         attempt = 1

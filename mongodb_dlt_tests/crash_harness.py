@@ -1,11 +1,14 @@
-"""Loads one collection in this process and SIGKILLs it at a named boundary of the load: a crash harness.
+"""Loads one collection and SIGKILLs the loading process at a named boundary of the load: a crash harness.
 
     python mongodb_dlt_tests/crash_harness.py '{"point": "job_committed", "config": "...", "database": "shop",
                                                "collection": "orders", "pipelines_dir": "..."}'
+    python mongodb_dlt_tests/crash_harness.py --serve
 
-The kill comes from inside the process at the exact instant named, never from a timer, so every scenario is
-deterministic. Exit code 3 means the point was never reached (the scenario did not happen), 4 that the load
-failed instead; either way the test that ran us fails.
+The first form loads in this process. The second reads one such scenario per line on stdin, forks a child with
+everything already imported for each (no start-up cost per scenario), and answers each line with the child's
+exit: ``killed 9`` or ``exited N``. The kill comes from inside the loading process at the exact instant named,
+never from a timer, so every scenario is deterministic. Exit code 3 means the point was never reached (the
+scenario did not happen), 4 that the load failed instead; either way the test that ran us fails.
 """
 
 from __future__ import annotations
@@ -84,15 +87,36 @@ def arm(point: str) -> None:
         raise SystemExit(f"unknown point {point!r}; known: {', '.join(POINTS)}")
 
 
-def main() -> None:
-    scenario = json.loads(sys.argv[1])
+def run(scenario: dict[str, Any]) -> int:
     config = load_config(scenario["config"])
     database = config.databases[scenario["database"]]
     collection = database.collections[scenario["collection"]]
     loader = MongoDltLoader.from_config(config.destination, pipelines_dir=scenario["pipelines_dir"])
     arm(scenario["point"])
     result = loader.load_collection(collection, database.dataset)
-    sys.exit(3 if result.succeeded else 4)
+    return 3 if result.succeeded else 4
+
+
+def serve() -> None:
+    for line in sys.stdin:
+        child = os.fork()
+        if child == 0:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # stdout carries the answers only
+            os.environ.update(json.loads(line).get("env", {}))
+            os._exit(run(json.loads(line)))
+        _, status = os.waitpid(child, 0)
+        if os.WIFSIGNALED(status):
+            sys.stdout.write(f"killed {os.WTERMSIG(status)}\n")
+        else:
+            sys.stdout.write(f"exited {os.WEXITSTATUS(status)}\n")
+        sys.stdout.flush()
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        sys.exit(run(json.loads(sys.argv[1])))
 
 
 if __name__ == "__main__":

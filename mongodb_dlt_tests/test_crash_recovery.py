@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,16 +83,24 @@ def load(project: Project) -> None:
     assert result.succeeded, result.error
 
 
-def crash(project: Project, point: str) -> None:
+@pytest.fixture(scope="module")
+def harness() -> Iterator[subprocess.Popen[str]]:
+    """One crash harness for the module: it forks a fully imported child per scenario."""
+    process = subprocess.Popen(
+        [sys.executable, str(HARNESS), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    yield process
+    process.communicate(timeout=60)
+
+
+def crash(harness: subprocess.Popen[str], project: Project, point: str) -> None:
+    assert harness.stdin is not None and harness.stdout is not None
     scenario = {"point": point, "config": str(project.config), "database": "shop", "collection": "orders",
-                "pipelines_dir": str(project.pipelines_dir)}
-    done = subprocess.run(
-        [sys.executable, str(HARNESS), json.dumps(scenario)],
-        capture_output=True, text=True, timeout=180,
-    )
-    assert done.returncode == -signal.SIGKILL, (
-        f"the load was not killed at {point} (exit {done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}"
-    )
+                "pipelines_dir": str(project.pipelines_dir), "env": {"MONGODB_URI": os.environ["MONGODB_URI"]}}
+    harness.stdin.write(json.dumps(scenario) + "\n")
+    harness.stdin.flush()
+    outcome = harness.stdout.readline().strip()
+    assert outcome == f"killed {signal.SIGKILL.value}", f"the load was not killed at {point}: {outcome}"
 
 
 def prepare(standin: MongoStandIn, project: Project, disposition: str) -> None:
@@ -138,12 +147,12 @@ def incomplete_rows(project: Project) -> int:
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=str)
 def test_a_kill_at_any_boundary_then_a_rerun_leaves_the_warehouse_exact(
-    scenario: Scenario, project: Project, standin: MongoStandIn
+    scenario: Scenario, project: Project, standin: MongoStandIn, harness: subprocess.Popen[str]
 ) -> None:
     write_config(project, scenario.disposition)
     prepare(standin, project, scenario.disposition)
 
-    crash(project, scenario.point)
+    crash(harness, project, scenario.point)
     if scenario.point == "merge_committed" or (scenario.point == "job_committed" and scenario.disposition != "merge"):
         # the hazard is real: the warehouse holds rows that no completed load owns (merge jobs land in staging)
         assert incomplete_rows(project) > 0
