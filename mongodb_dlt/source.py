@@ -92,6 +92,9 @@ _DISPLAY_DATES: CodecOptions[Any] = CodecOptions(tz_aware=True, tzinfo=UTC)
 _PROMOTE_OPTIONS = "data_writer.arrow_concat_promote_options"
 
 BATCHES_IN_FLIGHT_PER_PROCESS = 2
+BATCHES_BEFORE_WORKERS = 4
+"""Batches a collection converts in this process before it starts the worker pool: starting workers costs about a
+second of CPU per worker, which a small (incremental) read never earns back."""
 """Batches sent ahead to each conversion process: keeps them busy while memory stays bounded."""
 
 _HEX_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
@@ -544,9 +547,9 @@ def mongodb_collection(
             for number, raw in enumerate(raw_batches):
                 if not names.json_paths <= run_settings.json_paths:
                     run_settings = replace(run_settings, json_paths=run_settings.json_paths | names.json_paths)
-                if processes == 0 or number == 0 or not _workers_ready():
-                    # in this process until the workers have started (they start on the second batch, in the
-                    # background): a small collection never waits for them, a large one never idles meanwhile
+                if processes == 0 or number < BATCHES_BEFORE_WORKERS or not _workers_ready():
+                    # in this process until the workers have started (they start after the first few batches, in
+                    # the background): a small collection never waits for them, a large one never idles meanwhile
                     pending.append((_done(_convert(raw, run_settings, boundary, label)), raw))
                 else:
                     pending.append((_conversion_pool().submit(convert_raw_batch, raw, run_settings, *boundary), raw))
