@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from importlib.resources import files
 from pathlib import Path
 
@@ -24,7 +27,32 @@ from mongodb_dlt.config import (
 DEMO_CONFIG = "demo_databases.yaml"
 DEMO_DUCKDB = "mongodb_dlt_demo.duckdb"
 DEMO_STATE_DIR = ".mongodb_dlt_demo"
+DEMO_PORT = 3000
+# How long `dagster dev` gets to stop its webserver, daemon and code servers before what is left is killed.
+SERVE_STOP_SECONDS = 30.0
+SERVE_KILL_SECONDS = 5.0
 SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
+STANDIN_PACKAGES = frozenset({"mongomock", "mockupdb"})
+
+DESCRIPTION = """\
+Load MongoDB collections into a warehouse (DuckDB, BigQuery, any dlt destination) as Dagster assets:
+one multi-asset per database and one asset per collection, generated from a YAML map."""
+
+EPILOG = """\
+examples:
+  mongodb-dlt validate                  what config/databases.yaml creates, or exactly what is wrong with it
+  mongodb-dlt discover --uri URI        a YAML snippet listing the server's databases and collections
+  mongodb-dlt demo                      sample data from a local MongoDB stand-in into DuckDB, in this folder
+  mongodb-dlt demo --serve --port 3000  the same, then `dagster dev` on it; Ctrl-C or SIGTERM stops both
+  dagster dev                           the UI over your YAML's assets (pyproject.toml names the definitions)
+
+environment:
+  MONGODB_DLT_CONFIG         path of the YAML (default: config/databases.yaml)
+  MONGODB_URI                default connection URL (${MONGODB_URI} in the YAML)
+  MONGODB_DLT_PIPELINES_DIR  dlt working folder (default: .mongodb_dlt/pipelines)
+  DESTINATION__...           dlt destination credentials
+
+The demo's MongoDB stand-in needs the demo extra: pip install 'mongodb-dlt[demo]'."""
 
 
 def _table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
@@ -115,7 +143,17 @@ def discover(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from mongodb_dlt.testing import MongoStandIn, populate_sample_data
+    try:
+        from mongodb_dlt.testing import MongoStandIn, populate_sample_data
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] not in STANDIN_PACKAGES:
+            raise
+        print(
+            f"error: the demo's MongoDB stand-in needs the demo extra ({error.name} is not installed): "
+            "pip install 'mongodb-dlt[demo]'",
+            file=sys.stderr,
+        )
+        return 2
 
     workdir = Path.cwd()
     duckdb_file = workdir / DEMO_DUCKDB
@@ -126,7 +164,7 @@ def demo(args: argparse.Namespace) -> int:
     shutil.rmtree(state_dir, ignore_errors=True)
     demo_config = Path(str(files("mongodb_dlt").joinpath(DEMO_CONFIG)))
 
-    with MongoStandIn() as standin:
+    with _interruptible(), MongoStandIn() as standin:
         counts = populate_sample_data(standin.client, scale=args.scale)
         env = {
             "MONGODB_URI": standin.uri,
@@ -138,26 +176,85 @@ def demo(args: argparse.Namespace) -> int:
         os.environ.update(env)
         documents = sum(sum(c.values()) for c in counts.values())
         print(f"MongoDB stand-in on {standin.uri} with {documents} sample documents")
-        if args.serve:
-            return _serve(state_dir)
-        return _run_demo(demo_config, duckdb_file)
+        try:
+            if not args.serve:
+                return _run_demo(demo_config, duckdb_file, dagster_home=None)
+            dagster_home = state_dir / "dagster_home"
+            dagster_home.mkdir(parents=True, exist_ok=True)
+            (dagster_home / "dagster.yaml").touch()  # Dagster's defaults, without its warning that the file is missing
+            os.environ["DAGSTER_HOME"] = str(dagster_home)
+            # Loaded into the instance `dagster dev` then serves, so the UI opens on materialized assets.
+            _run_demo(demo_config, duckdb_file, dagster_home=dagster_home)
+            return _serve(args.port)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
 
 
-def _serve(state_dir: Path) -> int:
-    dagster_home = state_dir / "dagster_home"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    dagster = Path(sys.executable).with_name("dagster")
-    print("Starting `dagster dev`; open http://127.0.0.1:3000 and materialize any asset. Ctrl-C stops both.")
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_interrupt_signals() -> None:
+    # Also when started with SIGINT ignored (`mongodb-dlt demo --serve &` in a script): a Dagster run maps SIGTERM to
+    # SIGINT's handler when it ends, and `dagster dev` inherits an ignored SIGINT and then ignores SIGTERM as well.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C and SIGTERM unwind the demo: the load stops, `dagster dev` stops, the stand-in closes."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    _stop_on_interrupt_signals()
     try:
-        return subprocess.call([str(dagster), "dev", "-m", "mongodb_dlt.definitions"])
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _serve(port: int) -> int:
+    dagster = Path(sys.executable).with_name("dagster")
+    print(
+        f"Starting `dagster dev`; open http://127.0.0.1:{port} and materialize any asset. Ctrl-C stops both.",
+        flush=True,
+    )
+    _stop_on_interrupt_signals()
+    # A process group of its own: stopping the demo stops its webserver, daemon, code servers and runs too.
+    process = subprocess.Popen(
+        [str(dagster), "dev", "-m", "mongodb_dlt.definitions", "--port", str(port)], start_new_session=True
+    )
+    try:
+        return process.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        _stop_process_group(process)
 
 
-def _run_demo(demo_config: Path, duckdb_file: Path) -> int:
-    import time
+def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Lets `dagster dev` shut its services down, then ends whatever is left of its process group."""
+    try:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # `dagster dev` handles it as Ctrl-C
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=SERVE_STOP_SECONDS)
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            deadline = time.monotonic() + SERVE_KILL_SECONDS
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
+                while time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    os.killpg(process.pid, 0)  # raises once no process of the group is left
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=SERVE_KILL_SECONDS)
 
+
+def _run_demo(demo_config: Path, duckdb_file: Path, dagster_home: Path | None) -> int:
     import dagster as dg
 
     from mongodb_dlt.definitions import ALL_COLLECTIONS_JOB, build_definitions
@@ -165,7 +262,8 @@ def _run_demo(demo_config: Path, duckdb_file: Path) -> int:
     started = time.monotonic()
     defs = build_definitions(load_config(demo_config))
     job = defs.resolve_job_def(ALL_COLLECTIONS_JOB)
-    with dg.DagsterInstance.ephemeral() as instance:
+    instance_context = dg.DagsterInstance.get() if dagster_home else dg.DagsterInstance.ephemeral()
+    with instance_context as instance:
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
@@ -189,15 +287,25 @@ def _run_demo(demo_config: Path, duckdb_file: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mongodb-dlt", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="mongodb-dlt",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     p_validate = commands.add_parser("validate", help="check the YAML and print what it will create")
     p_validate.add_argument("--config", type=Path, default=None, help=f"default: {config_path()}")
     p_validate.set_defaults(handler=validate)
 
     p_demo = commands.add_parser("demo", help="load sample data from a local MongoDB stand-in into DuckDB")
-    p_demo.add_argument("--serve", action="store_true", help="keep the stand-in up and start `dagster dev`")
+    p_demo.add_argument(
+        "--serve", action="store_true", help="after loading, keep the stand-in up and start `dagster dev` on it"
+    )
+    p_demo.add_argument(
+        "--port", type=int, default=DEMO_PORT, help=f"with --serve: the webserver's port (default {DEMO_PORT})"
+    )
     p_demo.add_argument("--scale", type=float, default=1.0, help="sample data size factor (default 1.0)")
     p_demo.set_defaults(handler=demo)
 

@@ -52,6 +52,7 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "tags": MappingProxyType({}),  # Dagster asset tags; the only option merged across levels
         "description": None,  # the factory writes one naming the collection and its table
         "table_name": "{asset_name}",
+        "freshness": None,  # no freshness policy; `{max_lag: 2h}` makes Dagster flag the asset once it is older
         # Database options (settable in `defaults` except dataset/key_prefix/schedule, and per database).
         "connection_url": "${MONGODB_URI}",
         "max_parallel_collections": 4,
@@ -268,6 +269,38 @@ class IncrementalConfig(_Frozen):
         return _parse_initial_value(value)
 
 
+_DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+
+
+class FreshnessConfig(_Frozen):
+    """Dagster's freshness policy for the collection's asset: it fails once its last materialization is older
+    than ``max_lag`` (and warns after ``warn_after``, when given)."""
+
+    max_lag: dt.timedelta
+    warn_after: dt.timedelta | None = None
+
+    @field_validator("max_lag", "warn_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        match = _DURATION.match(value) if isinstance(value, str) and value else None
+        if match is None or not any(match.groupdict().values()):
+            if isinstance(value, str):
+                raise ValueError(f"{_show(value)} is not a duration such as 2h, 30m, 1d or 1h30m")
+            return value
+        parts = {unit: int(amount) for unit, amount in match.groupdict().items() if amount}
+        return dt.timedelta(
+            days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0), seconds=parts.get("s", 0)
+        )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FreshnessConfig:
+        if self.max_lag <= dt.timedelta(0):
+            raise ValueError("max_lag must be longer than zero")
+        if self.warn_after is not None and self.warn_after >= self.max_lag:
+            raise ValueError("warn_after must be shorter than max_lag")
+        return self
+
+
 class CollectionOptions(_Frozen):
     """The options `defaults`, a database and a collection may each give; unset ones are inherited."""
 
@@ -286,6 +319,7 @@ class CollectionOptions(_Frozen):
     tags: dict[str, str] = _default("tags")
     description: str | None = _default("description")
     table_name: str | None = Field(None, min_length=1)
+    freshness: FreshnessConfig | None = _default("freshness")
 
     @field_validator("primary_key", "json_paths", mode="before")
     @classmethod
@@ -588,6 +622,7 @@ def collection_name_problem(name: str) -> str | None:
 # --- Loading: YAML nodes -> plain values with a line per key -> validated layers -> resolved config
 
 _YamlPath = tuple[str | int, ...]
+_LITERAL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:(?P<password>[^@/]+)@")
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -624,8 +659,11 @@ def _empty_file(path: Path) -> ConfigError:
 class _Document:
     """The YAML file as plain values, the line of every key and list item, and the problems found so far."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, section: _YamlPath = ()) -> None:
         self.path = path
+        # Where the config sits in the file: () for a databases.yaml, ("attributes",) inside a defs.yaml. Paths
+        # below are relative to it; messages name the key as the file has it.
+        self.section = section
         self.lines: dict[_YamlPath, int] = {(): 1}
         self.from_env: dict[_YamlPath, str] = {}
         self.plain_text: dict[_YamlPath, str] = {}
@@ -635,7 +673,8 @@ class _Document:
         self._checked_mappings: set[int] = set()
 
     def fail(self, problem: str, path: _YamlPath = (), line: int | None = None) -> ConfigError:
-        return ConfigError(problem, path=self.path, line=line or self.line(path), key=_dotted(path) or None)
+        key = _dotted((*self.section, *path))
+        return ConfigError(problem, path=self.path, line=line or self.line(path), key=key or None)
 
     def problem(self, problem: str, path: _YamlPath = (), line: int | None = None) -> None:
         error = self.fail(problem, path, line)
@@ -658,6 +697,14 @@ class _Document:
             raise self._yaml_error(error) from None
         if root is None:
             raise _empty_file(self.path)
+        for depth, name in enumerate(self.section):
+            found = isinstance(root, yaml.MappingNode) and next(
+                (value for key, value in root.value if isinstance(key, yaml.ScalarNode) and key.value == name), None
+            )
+            if not found:
+                raise self.fail(f"required key {name} is missing", (), root.start_mark.line + 1)
+            root = found
+            self.lines[()] = root.start_mark.line + 1 if depth == len(self.section) - 1 else 1
         return self._value(root, ())
 
     def _yaml_error(self, error: yaml.YAMLError, path: _YamlPath = ()) -> ConfigError:
@@ -733,6 +780,14 @@ class _Document:
         )
 
     def _string(self, value: str, path: _YamlPath) -> str:
+        password = _LITERAL_PASSWORD.match(value) if path and path[-1] == "connection_url" else None
+        if password and "${" not in password["password"]:
+            self.problem(
+                "holds a literal password: the YAML is checked in and shown in the UI; put the URL in an "
+                "environment variable (connection_url: ${MONGODB_URI}) or the password alone "
+                "(mongodb://user:${MONGODB_PASSWORD}@host/)",
+                path,
+            )
         if "${" not in value:
             return value
         resolved, missing, malformed = _interpolate(value)
@@ -1202,10 +1257,12 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> ProjectConfig:
-    """The YAML at ``path`` (default ``config_path()``) validated and resolved; problems raise ConfigError."""
+def load_config(path: str | os.PathLike[str] | None = None, *, section: Sequence[str] = ()) -> ProjectConfig:
+    """The YAML at ``path`` (default ``config_path()``) validated and resolved; problems raise ConfigError.
+    ``section`` names the key path of the config inside the file (``("attributes",)`` in a component's
+    defs.yaml); errors still name the file's own lines and keys."""
     path = Path(path) if path is not None else config_path()
-    document = _Document(path)
+    document = _Document(path, tuple(section))
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -6,6 +6,7 @@ Loading reads the YAML only: nothing connects to MongoDB or the destination unti
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -25,11 +26,27 @@ ALL_COLLECTIONS_JOB = "mongodb_all"
 RETRY_ONLY_FAILED_ASSETS = {"dagster/retry_strategy": "FROM_ASSET_FAILURE"}
 
 
-def build_definitions(config: ProjectConfig) -> dg.Definitions:
-    assets = dlt_asset_factory(config)
+def build_definitions(
+    config: ProjectConfig,
+    *,
+    resource_key: str = LOADER_RESOURCE_KEY,
+    all_collections_job: str = ALL_COLLECTIONS_JOB,
+    base: Path | None = None,
+    executor: bool = True,
+) -> dg.Definitions:
+    """Everything Dagster needs to load the databases of ``config``, ready for ``dg.Definitions.merge``:
+
+    - one multi-asset per database (``dlt_asset_factory``), bound to a ``MongoDltLoader`` under ``resource_key``;
+    - a job over every collection, ``all_collections_job``, and a scheduled job per database with a ``schedule``;
+    - with ``executor``, the multiprocess executor limited to one step per single-writer destination (DuckDB).
+      A code location can have one executor only: pass ``executor=False`` when merging with definitions that set
+      their own, or with a second set of these (DuckDB's file lock is then waited for instead, see README).
+
+    Relative paths in ``config`` resolve against ``base`` (default: the working directory)."""
+    assets = dlt_asset_factory(config, resource_key)
     jobs = [
         dg.define_asset_job(
-            ALL_COLLECTIONS_JOB, selection=dg.AssetSelection.assets(*assets), tags=RETRY_ONLY_FAILED_ASSETS
+            all_collections_job, selection=dg.AssetSelection.assets(*assets), tags=RETRY_ONLY_FAILED_ASSETS
         )
     ]
     schedules = []
@@ -43,24 +60,19 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
         schedules.append(
             dg.ScheduleDefinition(name=f"{op_name(database)}_schedule", job=job, cron_schedule=database.schedule)
         )
-    executor = dg.multiprocess_executor
+    loader = MongoDltLoader.from_config(config.destination, pipelines_dir=os.environ.get(PIPELINES_DIR_ENV), base=base)
+    if not executor:
+        return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources={resource_key: loader})
+    step_executor = dg.multiprocess_executor
     if destination_pool(config):
         # One writer per DuckDB file: databases of one run take turns; collections of one database still
         # load in parallel inside their op. Across runs, the ops' pool takes a limit of 1 (see README).
-        executor = executor.configured(
+        step_executor = step_executor.configured(
             {"tag_concurrency_limits": [{"key": DESTINATION_TAG, "value": config.destination.type, "limit": 1}]},
             name="mongodb_dlt_executor",
         )
     return dg.Definitions(
-        assets=assets,
-        jobs=jobs,
-        schedules=schedules,
-        resources={
-            LOADER_RESOURCE_KEY: MongoDltLoader.from_config(
-                config.destination, pipelines_dir=os.environ.get(PIPELINES_DIR_ENV)
-            )
-        },
-        executor=executor,
+        assets=assets, jobs=jobs, schedules=schedules, resources={resource_key: loader}, executor=step_executor
     )
 
 

@@ -4,17 +4,21 @@ The factory only knows specs, selection, fan-out and results: reading MongoDB is
 is the loader resource's. Selected collections load in parallel threads (up to the database's
 ``max_parallel_collections``); each success is reported as soon as it lands, and the step fails at the end with
 one error naming every failed collection, so Dagster records the siblings as materialized and "re-execute from
-asset failure" repeats only the failed ones.
+asset failure" repeats only the failed ones. Each collection's asset checks (checks.py) are declared on the
+multi-asset and reported with its materialization; a failed collection reports none.
 """
 
 import multiprocessing
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from mongodb_dlt.checks import ROWS_MATCH_SOURCE, check_results, collection_check_specs
 from mongodb_dlt.config import (
     CollectionConfig,
     ConfigError,
@@ -65,8 +69,32 @@ def collection_spec(config: ProjectConfig, database: DatabaseConfig, collection:
             "mongodb/database": database.name,
             "mongodb/collection": collection.name,
             "write_disposition": collection.write_disposition,
+            **_code_references(config, collection),
         },
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=collection.freshness.max_lag, warn_window=collection.freshness.warn_after
+        )
+        if collection.freshness
+        else None,
     )
+
+
+def _code_references(config: ProjectConfig, collection: CollectionConfig) -> dict[str, Any]:
+    """``dagster/code_references``: the collection's entry in its YAML file, for the UI's "open in editor"."""
+    path = collection.path or config.path
+    with warnings.catch_warnings():
+        # beta in Dagster 1.13: the warning would print on every definitions load, in every step process
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        reference = dg.LocalFileCodeReference(file_path=str(Path(path).absolute()), line_number=collection.line)
+        return {"dagster/code_references": dg.CodeReferencesMetadataValue(code_references=[reference])}
+
+
+def _cursor_before(result: CollectionLoadResult) -> str:
+    if result.cursor_before is not None:
+        return str(result.cursor_before)
+    if result.cursor_initial_value is not None:
+        return f"{result.cursor_initial_value} (initial_value: no state yet)"
+    return "none (no state yet and no initial_value: every document with the cursor field is read)"
 
 
 def _metadata(result: CollectionLoadResult) -> dict[str, Any]:
@@ -95,7 +123,7 @@ def _metadata(result: CollectionLoadResult) -> dict[str, Any]:
     }
     if result.cursor_field:
         metadata["incremental_cursor_field"] = dg.MetadataValue.text(result.cursor_field)
-        metadata["incremental_cursor_before"] = dg.MetadataValue.text(str(result.cursor_before))
+        metadata["incremental_cursor_before"] = dg.MetadataValue.text(_cursor_before(result))
         metadata["incremental_cursor_after"] = dg.MetadataValue.text(str(result.cursor_after))
     return metadata
 
@@ -116,25 +144,39 @@ def _report_orphaned_run(context: dg.AssetExecutionContext, run_worker_pid: int 
     context.instance.report_run_failed(context.dagster_run, message)
 
 
-def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.AssetsDefinition:
+def _database_asset(config: ProjectConfig, database: DatabaseConfig, resource_key: str) -> dg.AssetsDefinition:
     collections_by_key = {asset_key(database, c): c for c in database.collections.values()}
     pool = destination_pool(config)
 
     @dg.multi_asset(
         name=op_name(database),
         specs=[collection_spec(config, database, c) for c in database.collections.values()],
+        check_specs=[
+            spec
+            for key, c in collections_by_key.items()
+            for spec in collection_check_specs(key, c, f"{database.dataset}.{c.table_name}")
+        ],
         can_subset=True,
         pool=pool,
         op_tags={DESTINATION_TAG: config.destination.type} if pool else None,
-        required_resource_keys={LOADER_RESOURCE_KEY},
+        required_resource_keys={resource_key},
         description=f"Loads the selected collections of MongoDB database `{database.name}` into dataset "
         f"`{database.dataset}`.",
     )
     def _load_database(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
-        loader: MongoDltLoader = getattr(context.resources, LOADER_RESOURCE_KEY)
+        loader: MongoDltLoader = getattr(context.resources, resource_key)
         # The run worker, when the multiprocess executor started this step in a process of its own.
         run_worker = multiprocessing.parent_process()
         selected = [(key, c) for key, c in collections_by_key.items() if key in context.selected_asset_keys]
+        selected_checks = context.selected_asset_check_keys
+        checks_alone = sorted(
+            {check.asset_key.to_user_string() for check in selected_checks} - {k.to_user_string() for k, _ in selected}
+        )
+        if checks_alone:
+            context.log.warning(
+                "Checks are evaluated by their collection's load; select the asset with them to run them: "
+                + ", ".join(checks_alone)
+            )
 
         # One ping per server before fanning out: a wrong host, port or password then costs one server selection
         # timeout and one line, instead of a timeout, retries and a topology dump for every collection.
@@ -167,7 +209,12 @@ def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.Asset
         ) as pool_executor:
             futures = {
                 pool_executor.submit(
-                    loader.load_collection, collection, database.dataset, context.log, context.run_id
+                    loader.load_collection,
+                    collection,
+                    database.dataset,
+                    context.log,
+                    context.run_id,
+                    count_rows=dg.AssetCheckKey(key, ROWS_MATCH_SOURCE) in selected_checks,
                 ): key
                 for key, collection in to_load
             }
@@ -180,7 +227,12 @@ def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.Asset
                     f"{database.name}.{result.collection}: {result.rows_loaded} rows into "
                     f"{result.dataset_name}.{result.table_name} in {result.duration_seconds:.1f}s"
                 )
-                yield dg.MaterializeResult(asset_key=futures[future], metadata=_metadata(result))
+                key = futures[future]
+                yield dg.MaterializeResult(
+                    asset_key=key,
+                    metadata=_metadata(result),
+                    check_results=check_results(key, collections_by_key[key], result, selected_checks),
+                )
         if run_worker is not None and not run_worker.is_alive():
             _report_orphaned_run(context, run_worker.pid)
         if failed or unreachable:
@@ -203,6 +255,10 @@ def _database_asset(config: ProjectConfig, database: DatabaseConfig) -> dg.Asset
     return _load_database
 
 
-def dlt_asset_factory(config: ProjectConfig) -> list[dg.AssetsDefinition]:
-    """One ``@multi_asset`` per database in ``config``, each with one ``can_subset`` output per collection."""
-    return [_database_asset(config, database) for database in config.databases.values()]
+def dlt_asset_factory(
+    config: ProjectConfig, resource_key: str = LOADER_RESOURCE_KEY
+) -> list[dg.AssetsDefinition]:
+    """One ``@multi_asset`` per database in ``config``, each with one ``can_subset`` output per collection. They
+    load through the ``MongoDltLoader`` resource under ``resource_key`` (see ``build_definitions``, which binds
+    it)."""
+    return [_database_asset(config, database, resource_key) for database in config.databases.values()]

@@ -7,7 +7,8 @@ its failures never touch a sibling's. Every pipeline of a database writes into t
 2. opens the warehouse (waiting while another process holds a DuckDB file), restores state and schema from it
    into an emptied working folder, and undoes any load the warehouse never recorded as complete (warehouse.py);
 3. extracts and normalizes with the warehouse closed, so analysts can query meanwhile;
-4. opens the warehouse again and loads. A load that fails has its rows undone at once and is never replayed.
+4. opens the warehouse again and loads (and, for the ``rows_match_source`` check, counts the rows it holds). A load
+   that fails has its rows undone at once and is never replayed.
 
 Inside one process, writers to one destination take turns (several dlt pipelines committing to one DuckDB
 catalog at once fail with write-write conflicts); across processes, DuckDB's own file lock, waited for, does.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import re
 import shutil
 import threading
 import time
@@ -32,12 +34,15 @@ import dlt
 import duckdb
 import pymongo.errors
 from dlt.common.destination import Destination
+from dlt.common.destination.exceptions import SqlClientNotAvailable
 from dlt.common.schema import Schema
 from dlt.common.schema.utils import normalize_schema_name
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 from pydantic import Field
 
+from mongodb_dlt.columns import DOCUMENT_KEY, LOAD_ID
 from mongodb_dlt.config import (
     DEFAULTS,
     CollectionConfig,
@@ -46,7 +51,7 @@ from mongodb_dlt.config import (
     resolve_connection_url,
 )
 from mongodb_dlt.locking import collection_lock
-from mongodb_dlt.source import ExtractStats, mongodb_collection
+from mongodb_dlt.source import ExtractStats, NewColumn, display_cursor, mongodb_collection
 from mongodb_dlt.warehouse import DestinationNotWritableError, duckdb_connection, rollback_incomplete_loads
 
 DEFAULT_PIPELINES_DIR = ".mongodb_dlt/pipelines"
@@ -77,6 +82,7 @@ LAZILY_IMPORTED_BY_DLT = (
     "dlt.common.libs.pandas",
     "dlt.common.libs.sql_alchemy_compat",
 )
+_TRUNCATE_STAGING = "load.truncate_staging_dataset"
 _imports_ready = threading.Event()
 _imports_lock = threading.Lock()
 
@@ -104,6 +110,35 @@ def _import_lazy_modules(loader: MongoDltLoader) -> None:
 
 
 @dataclass(frozen=True)
+class RowCounts:
+    """The counts ``rows_match_source`` compares, taken around one load (None: not taken)."""
+
+    source_before: int | None = None
+    """Documents matching the read's query just before the read (collections read whole only)."""
+    source_after: int | None = None
+    """The same count just after the read."""
+    warehouse_rows: int | None = None
+    """Distinct ``_mongo_key`` in the root table after the load (collections read whole only)."""
+    rows_added: int | None = None
+    """Root rows carrying this load's ``_dlt_load_id``."""
+    not_verifiable: str | None = None
+    """Why the warehouse could not be counted at all (a destination without SQL)."""
+    error: str | None = None
+    """Why MongoDB or the warehouse could not be counted."""
+
+
+def _empty_staging_after_loads() -> None:
+    """Merge loads go through ``<dataset>_staging``, which dlt would leave holding a copy of the last load of every
+    merge collection: have dlt truncate it after each load instead. A value the user configured is kept."""
+    try:
+        configured = dlt.config[_TRUNCATE_STAGING]
+    except KeyError:
+        configured = None
+    if configured is None:
+        dlt.config[_TRUNCATE_STAGING] = True
+
+
+@dataclass(frozen=True)
 class CollectionLoadResult:
     """What one collection's load did, success or failure: the factory turns it into Dagster events."""
 
@@ -117,9 +152,18 @@ class CollectionLoadResult:
     column_paths: dict[str, dict[str, str]] = field(default_factory=dict)
     """Table -> column -> the MongoDB path and BSON type it holds."""
     documents_read: int = 0
+    """Documents converted and loaded; ``skipped_at_boundary`` more were read and skipped on purpose."""
+    skipped_at_boundary: int = 0
+    """Documents at the last cursor value that the previous incremental load already loaded."""
+    new_columns: list[NewColumn] = field(default_factory=list)
+    row_counts: RowCounts | None = None
+    """Only when the load was asked to count (``count_rows``)."""
     schema_changes: list[str] = field(default_factory=list)
     cursor_field: str | None = None
     cursor_before: Any = None
+    """The cursor the load started from, as kept in the state; None when there was no state yet."""
+    cursor_initial_value: Any = None
+    """The configured ``initial_value`` (ISO-8601 for dates), where a load without state starts."""
     cursor_after: Any = None
     duration_seconds: float = 0.0
     attempts: int = 1
@@ -311,17 +355,21 @@ class MongoDltLoader(dg.ConfigurableResource):
         dataset_name: str,
         log: logging.Logger | None = None,
         run_id: str | None = None,
+        count_rows: bool = False,
     ) -> CollectionLoadResult:
         """Load one collection, retrying transient errors with exponential backoff. Never raises for a
-        failure of the collection itself: the error is in the result so siblings keep going."""
+        failure of the collection itself: the error is in the result so siblings keep going. ``count_rows`` also
+        takes the counts of ``RowCounts``: MongoDB's just before and after the read, for a collection read whole, and
+        the warehouse's right after the load."""
         log = log or logging.getLogger(__name__)
         _import_lazy_modules(self)
+        _empty_staging_after_loads()
         started = time.monotonic()
         attempts = collection.retries.max_attempts
         attempt = 1
         while True:
             try:
-                result = self._load_once(collection, dataset_name, log, run_id)
+                result = self._load_once(collection, dataset_name, log, run_id, count_rows)
             except Exception as error:
                 message = describe_error(error)
                 if attempt >= attempts or not is_transient(error):
@@ -346,7 +394,12 @@ class MongoDltLoader(dg.ConfigurableResource):
             return replace(result, duration_seconds=time.monotonic() - started, attempts=attempt)
 
     def _load_once(
-        self, collection: CollectionConfig, dataset_name: str, log: logging.Logger, run_id: str | None
+        self,
+        collection: CollectionConfig,
+        dataset_name: str,
+        log: logging.Logger,
+        run_id: str | None,
+        count_rows: bool,
     ) -> CollectionLoadResult:
         label = f"{collection.database}.{collection.name}"
         lock_file = self.working_dir / f"{self.pipeline_name(collection)}.lock"
@@ -354,10 +407,15 @@ class MongoDltLoader(dg.ConfigurableResource):
             # Finds out before the extract whether the warehouse can be written, and undoes a load that died.
             with self.session(log) as destination:
                 pipeline = self.pipeline(collection, dataset_name, destination)
-            return self._extract_and_load(pipeline, collection, dataset_name, log)
+            return self._extract_and_load(pipeline, collection, dataset_name, log, count_rows)
 
     def _extract_and_load(
-        self, pipeline: dlt.Pipeline, collection: CollectionConfig, dataset_name: str, log: logging.Logger
+        self,
+        pipeline: dlt.Pipeline,
+        collection: CollectionConfig,
+        dataset_name: str,
+        log: logging.Logger,
+        count_rows: bool,
     ) -> CollectionLoadResult:
         label = f"{collection.database}.{collection.name}"
         cursor_field = collection.incremental.cursor_field if collection.incremental else None
@@ -380,6 +438,7 @@ class MongoDltLoader(dg.ConfigurableResource):
             table_name=collection.table_name,
             schema_contract=collection.schema_contract,
             stats=stats,
+            count_documents=count_rows and reads_whole_collection(collection),
         )
         # a failed extract leaves nothing in the warehouse; the next run drops its package with the folder
         pipeline.extract(resource, loader_file_format=self.file_format)  # type: ignore[arg-type]
@@ -387,6 +446,12 @@ class MongoDltLoader(dg.ConfigurableResource):
             pipeline.normalize()
             with self.session(log) as destination:
                 load_info = pipeline.load(destination=destination)
+                root_table = pipeline.default_schema.naming.normalize_tables_path(collection.table_name)
+                warehouse = (
+                    _count_warehouse(pipeline, root_table, load_info.loads_ids, reads_whole_collection(collection))
+                    if count_rows
+                    else None
+                )
         except Exception:
             # A package that failed is never replayed, and its rows leave the warehouse now rather than at the
             # next run: the next run reads the collection again from the state the warehouse holds.
@@ -401,7 +466,6 @@ class MongoDltLoader(dg.ConfigurableResource):
         schema_update: dict[str, Any] = {}
         for package in load_info.load_packages:
             schema_update.update(package.schema_update)
-        root_table = pipeline.default_schema.naming.normalize_tables_path(collection.table_name)
         rows = dict(stats.rows)
         return CollectionLoadResult(
             database=collection.database,
@@ -415,24 +479,90 @@ class MongoDltLoader(dg.ConfigurableResource):
             schema_changes=_schema_changes(schema_update),
             cursor_field=cursor_field,
             cursor_before=cursor_before,
+            cursor_initial_value=display_cursor(collection.incremental.initial_value)
+            if collection.incremental
+            else None,
             cursor_after=_incremental_state(pipeline, collection.table_name, cursor_field) if cursor_field else None,
             load_ids=list(load_info.loads_ids),
             documents_read=stats.documents,
+            skipped_at_boundary=stats.skipped_at_boundary,
+            new_columns=stats.new_columns,
+            row_counts=_with_source_counts(warehouse, stats) if warehouse is not None else None,
         )
 
 
+def reads_whole_collection(collection: CollectionConfig) -> bool:
+    """A merge or replace collection without incremental reads every document its filter matches on each run,
+    so its root table should hold as many documents as MongoDB does; any other adds what it reads."""
+    return collection.incremental is None and collection.write_disposition in ("merge", "replace")
+
+
+_LOAD_ID_TEXT = re.compile(r"[0-9.]+")
+
+
+def _count_warehouse(
+    pipeline: dlt.Pipeline, root_table: str, load_ids: list[str], whole_table: bool
+) -> RowCounts:
+    """The root table's rows that this load added and, for a collection read whole, its distinct documents.
+    Never raises: the load is committed by now, and a count that cannot be taken is the check's to report."""
+    try:
+        with pipeline.sql_client() as client:
+            table = client.make_qualified_table_name(root_table)
+            rows_added = 0
+            if load_ids:
+                if not all(_LOAD_ID_TEXT.fullmatch(load_id) for load_id in load_ids):
+                    raise ValueError(f"unexpected load ids {load_ids}")
+                ids = ", ".join(f"'{load_id}'" for load_id in load_ids)
+                rows_added = _count(client, f"SELECT COUNT(*) FROM {table} WHERE "
+                                            f"{client.escape_column_name(LOAD_ID)} IN ({ids})")
+            warehouse_rows = None
+            if whole_table:
+                warehouse_rows = _count(
+                    client, f"SELECT COUNT(DISTINCT {client.escape_column_name(DOCUMENT_KEY)}) FROM {table}"
+                )
+            return RowCounts(warehouse_rows=warehouse_rows, rows_added=rows_added)
+    except SqlClientNotAvailable:
+        return RowCounts(not_verifiable=f"destination {pipeline.destination.destination_name} cannot be queried "
+                                        "with SQL")
+    except Exception as error:
+        return RowCounts(error=describe_error(error))
+
+
+def _with_source_counts(warehouse: RowCounts, stats: ExtractStats) -> RowCounts:
+    counts = replace(warehouse, source_before=stats.count_before, source_after=stats.count_after)
+    if stats.count_error is not None and counts.error is None:
+        counts = replace(counts, error=f"MongoDB could not count the collection's documents: {stats.count_error}")
+    return counts
+
+
+def _count(client: Any, sql: str) -> int:
+    try:
+        rows = client.execute_sql(sql)
+    except DatabaseUndefinedRelation:
+        return 0  # nothing was ever loaded: dlt creates no table for a collection without documents
+    return int(rows[0][0]) if rows else 0
+
+
 class _ProgressLogger:
-    """Logs the running total of documents read at most every few seconds."""
+    """Logs the running total of documents read at most every few seconds, from the second batch on: the first
+    batch's wait includes the server's query planning and sorting, which says nothing about the read's speed."""
 
     def __init__(self, label: str, log: logging.Logger) -> None:
         self.label = label
         self.log = log
-        self.started = time.monotonic()
-        self.last_logged = self.started
+        self.first_batch_at: float | None = None
+        self.first_batch_documents = 0
+        self.last_logged = 0.0
 
     def __call__(self, documents: int) -> None:
         now = time.monotonic()
+        if self.first_batch_at is None:
+            self.first_batch_at = self.last_logged = now
+            self.first_batch_documents = documents
+            return
         if now - self.last_logged >= PROGRESS_LOG_EVERY_SECONDS:
             self.last_logged = now
-            rate = documents / (now - self.started)
+            # the rate since the first batch arrived: documents per second of reading, not of waiting to start
+            elapsed = now - self.first_batch_at
+            rate = (documents - self.first_batch_documents) / elapsed if elapsed > 0 else 0.0
             self.log.info(f"{self.label}: {documents:,} documents read ({rate:,.0f}/s)")

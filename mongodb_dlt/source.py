@@ -55,10 +55,12 @@ from pymongo.collection import Collection
 
 from mongodb_dlt.bson_arrow import (
     CODEC_OPTIONS,
+    JSON_TAG,
     ConversionSettings,
     ConvertedBatch,
     ConvertedTable,
     DocumentConversionError,
+    FieldPath,
     TablePath,
     convert_raw_batch,
     extended_json,
@@ -77,6 +79,8 @@ from mongodb_dlt.columns import (
     TABLE_HINT,
     CollectionNames,
     TableNames,
+    display_path,
+    flat_path,
 )
 from mongodb_dlt.config import mask_secrets, mask_url
 
@@ -121,17 +125,56 @@ class IncrementalSettings(Protocol):
     initial_value: Any
 
 
+@dataclass(frozen=True)
+class NewColumn:
+    """A column an extraction named for the first time: the schema it started from did not have it."""
+
+    table: str
+    column: str
+    path: str
+    """Where its values sit in a document (``display_path``): ``customer.address.zip``, ``items[].sku``."""
+    type: str
+    """The type tag of its values (``string``, ``int64``, ``json``, ...)."""
+    plain_column: str
+    """The column of the path's first type: the column itself, unless this is a variant."""
+    plain_type: str
+    configured_json: bool = False
+    """A JSON column because ``json_paths`` asks for one, not as a fallback."""
+    flattened_before: tuple[str, ...] = ()
+    """A JSON column: the columns its sub-document was flattened into before (earlier loads or batches)."""
+
+    @property
+    def variant(self) -> bool:
+        """Holds another type than the path's first: the path's type drifted."""
+        return self.column != self.plain_column
+
+    @property
+    def json_fallback(self) -> bool:
+        """A field stored whole as JSON that ``json_paths`` did not ask for: deeper than ``max_table_nesting``, a
+        data-keyed map, or a path that became JSON earlier."""
+        return self.type == JSON_TAG and not self.configured_json and not self.variant
+
+
 @dataclass
 class ExtractStats:
     """What one extraction read and wrote, filled in as it goes: rows exclude merge's marker rows."""
 
     documents: int = 0
+    """Documents converted: those skipped at the incremental boundary are not counted."""
     skipped_at_boundary: int = 0
     batches: int = 0
     batches_in_workers: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     columns: dict[str, dict[str, str]] = field(default_factory=dict)
     """Table -> column -> MongoDB path and type, for every column the collection has."""
+    new_columns: list[NewColumn] = field(default_factory=list)
+    """Columns this extraction added: new fields, variants of drifted types, paths stored as JSON."""
+    count_before: int | None = None
+    """Documents matching the read's query just before the read (``count_documents=True`` only)."""
+    count_after: int | None = None
+    """The same count just after the read."""
+    count_error: str | None = None
+    """Why the server refused to count (a filter ``count_documents`` does not take, such as ``$where``)."""
     on_progress: Callable[[int], None] | None = None
 
     def add_rows(self, table: str, rows: int) -> None:
@@ -475,6 +518,7 @@ def mongodb_collection(
     client: Any = None,
     stats: ExtractStats | None = None,
     conversion_processes: int | None = None,
+    count_documents: bool = False,
 ) -> DltResource:
     """A dlt resource that reads one collection; nothing connects until dlt extracts it.
 
@@ -484,6 +528,9 @@ def mongodb_collection(
     with null) are not read. ``schema_contract`` is dlt's. ``client`` (pymongo, or mongomock in tests) is used
     instead of connecting to ``connection_url`` and is left open. ``stats`` is filled in while dlt extracts.
     ``conversion_processes`` caps the worker processes (0: convert in this process; default: all cores).
+    ``count_documents`` counts the documents matching the read's query (same client, same query) just before
+    and just after the read, into ``stats.count_before`` and ``stats.count_after``: the two ends of what a read
+    racing with writers can have seen. A ``limit`` is not applied to the counts.
     """
     label = f"{database}.{collection}"
     if client is None and connection_url is None:
@@ -512,6 +559,7 @@ def mongodb_collection(
         schema = dlt.current.source_schema()
         root_table = schema.naming.normalize_tables_path(resource_name)
         names = CollectionNames(root_table, schema.tables)
+        known_columns = _named_columns(names)
         try:
             load_id: str | None = dlt.current.load_package_state()["load_id"]
         except CurrentLoadPackageStateNotAvailable:
@@ -531,6 +579,8 @@ def mongodb_collection(
                     start = _initial_server_value(incremental.initial_value, source, cursor_field)
             query = _query(filter, cursor_field, start)
             logger.debug("%s: find %s sort %s", label, query, sort)
+            if count_documents:
+                run_stats.count_before = _count(source, query, run_stats)
             raw_batches = _raw_batches(
                 source,
                 query,
@@ -560,12 +610,15 @@ def mongodb_collection(
             while pending:
                 batch = _result(*pending.popleft(), run_settings, boundary, label)
                 yield from _use(batch, assembler, cursor_state, run_stats)
+            if count_documents and run_stats.count_error is None:
+                run_stats.count_after = _count(source, query, run_stats)
         finally:
             if client is None:
                 mongo.close()
         if cursor_state is not None:
             cursor_state.save()
         run_stats.columns = names.all_paths()
+        run_stats.new_columns = _new_columns(names, known_columns, settings.json_paths)
         logger.debug("%s: done, %d documents", label, run_stats.documents)
 
     return dlt.resource(  # type: ignore[call-overload, no-any-return]
@@ -575,6 +628,53 @@ def mongodb_collection(
         max_table_nesting=max_table_nesting,
         schema_contract=schema_contract,
     )
+
+
+def _count(source: Collection, query: Mapping[str, Any], stats: ExtractStats) -> int | None:
+    """``count_documents(query)``; a query the server cannot count (``$where``, ``$near``) is noted, not raised:
+    the read itself takes it. Transient errors are raised, to be retried with the read."""
+    try:
+        return int(source.count_documents(query))
+    except pymongo.errors.OperationFailure as error:
+        if isinstance(error, pymongo.errors.ExecutionTimeout):
+            raise
+        stats.count_error = mask_secrets(f"{type(error).__name__}: {_FULL_ERROR.split(str(error), maxsplit=1)[0]}")
+        return None
+
+
+def _named_columns(names: CollectionNames) -> set[tuple[TablePath, FieldPath, str]]:
+    return {(path, field_path, tag) for path, table in names.tables.items() for field_path, tag in table.columns}
+
+
+def _new_columns(
+    names: CollectionNames, known: set[tuple[TablePath, FieldPath, str]], json_paths: frozenset[FieldPath]
+) -> list[NewColumn]:
+    """The columns named since ``known`` was taken, each with the column of its path's first type."""
+    added = []
+    for path, table in names.tables.items():
+        tag_of = {name: tag for (_, tag), name in table.columns.items()}
+        for (field_path, tag), name in table.columns.items():
+            if (path, field_path, tag) in known:
+                continue
+            plain = table.base.get(field_path, name)
+            flattened_before: tuple[str, ...] = ()
+            if tag == JSON_TAG:
+                flattened_before = tuple(
+                    column
+                    for (other_path, _), column in table.columns.items()
+                    if len(other_path) > len(field_path) and other_path[: len(field_path)] == field_path
+                )
+            added.append(NewColumn(
+                table=table.name,
+                column=name,
+                path=display_path(path, field_path),
+                type=tag,
+                plain_column=plain,
+                plain_type=tag_of.get(plain, tag),
+                configured_json=tag == JSON_TAG and flat_path(path, field_path) in json_paths,
+                flattened_before=flattened_before,
+            ))
+    return added
 
 
 def _use(

@@ -21,8 +21,8 @@ from typing import Any
 
 import dlt
 import duckdb
-from dlt.common.destination.client import JobClientBase
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
+from dlt.destinations.job_client_impl import SqlJobClientBase
 
 from mongodb_dlt.columns import LOAD_ID
 
@@ -79,9 +79,9 @@ def duckdb_connection(
         connection.close()
 
 
-def _stored_tables(client: JobClientBase, schema_name: str) -> dict[str, Any]:
+def _stored_tables(client: SqlJobClientBase, schema_name: str) -> dict[str, Any]:
     try:
-        stored = client.get_stored_schema(schema_name)  # type: ignore[attr-defined]
+        stored = client.get_stored_schema(schema_name)
     except DatabaseUndefinedRelation:
         return {}
     if stored is None:
@@ -95,8 +95,10 @@ def rollback_incomplete_loads(pipeline: dlt.Pipeline, schema_name: str) -> dict[
     complete. Returns the rows deleted per table (only tables that had any)."""
     undone: dict[str, int] = {}
     with pipeline.destination_client() as client:
+        if not isinstance(client, SqlJobClientBase):
+            return undone  # files (the filesystem destination) cannot be deleted by load id: README says so
         tables = _stored_tables(client, schema_name)
-        sql = client.sql_client  # type: ignore[attr-defined]
+        sql = client.sql_client
         loads = sql.make_qualified_table_name(client.schema.loads_table_name)
         load_id = sql.escape_column_name(LOAD_ID)
         incomplete = f"{load_id} IS NOT NULL AND {load_id} NOT IN (SELECT load_id FROM {loads} WHERE status = 0)"

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -39,17 +46,17 @@ def test_validate_names_file_line_and_key_without_a_traceback(tmp_path: Path) ->
     assert "Traceback" not in done.stderr
 
 
-def test_validate_masks_a_password_written_into_the_yaml(
+def test_validate_refuses_a_password_written_into_the_yaml_without_printing_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "databases.yaml"
     path.write_text(
         "defaults:\n  connection_url: mongodb://etl:Pa55word@db.internal:27017/\ndatabases:\n  shop: [orders]\n"
     )
-    assert main(["validate", "--config", str(path)]) == 0
+    assert main(["validate", "--config", str(path)]) == 2
     captured = capsys.readouterr()
     assert "Pa55word" not in captured.out + captured.err
-    assert "mongodb://etl:****@db.internal:27017/" in captured.out
+    assert f"{path}, line 2, key defaults.connection_url: holds a literal password" in captured.err
 
 
 def test_validate_warns_about_unset_connection_variables(
@@ -114,3 +121,152 @@ def test_demo_loads_the_sample_databases_into_duckdb_in_an_empty_folder(tmp_path
             schema, name = table.split(".")
             key = f"raw_sample_{'analytics' if schema == 'analytics_raw' else 'mflix'}/{name}"
             assert printed[key] == count
+
+
+def test_help_tells_users_what_it_does_and_which_environment_it_reads() -> None:
+    console_script = Path(sys.executable).with_name("mongodb-dlt")
+    done = subprocess.run([str(console_script), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:4] == [
+        "usage: mongodb-dlt [-h] COMMAND ...",
+        "",
+        "Load MongoDB collections into a warehouse (DuckDB, BigQuery, any dlt destination) as Dagster assets:",
+        "one multi-asset per database and one asset per collection, generated from a YAML map.",
+    ]
+    for command in ("validate", "demo", "discover"):
+        assert f"\n    {command}  " in done.stdout
+    for variable in ("MONGODB_DLT_CONFIG", "MONGODB_URI", "MONGODB_DLT_PIPELINES_DIR"):
+        assert f"\n  {variable} " in done.stdout
+    assert "pip install 'mongodb-dlt[demo]'" in done.stdout
+
+
+RUNTIME_IMPORTS = """
+import importlib, pkgutil, sys
+import mongodb_dlt
+runtime = [f"mongodb_dlt.{m.name}" for m in pkgutil.iter_modules(mongodb_dlt.__path__) if m.name != "testing"]
+for name in runtime:
+    importlib.import_module(name)
+from mongodb_dlt.config import load_config
+from mongodb_dlt.definitions import build_definitions
+build_definitions(load_config(sys.argv[1]))
+print(" ".join(runtime))
+print(" ".join(sorted(m for m in sys.modules if m.partition(".")[0] in ("mongomock", "mockupdb", "mongodb_dlt"))))
+"""
+
+
+def test_runtime_modules_never_import_the_standin_packages() -> None:
+    # A fresh interpreter: this one has imported the stand-in for the tests.
+    done = subprocess.run(
+        [sys.executable, "-c", RUNTIME_IMPORTS, str(REPO_CONFIG)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "MONGODB_URI": "mongodb://db.invalid/"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runtime_line, imported_line = done.stdout.splitlines()[-2:]
+    assert {"mongodb_dlt.definitions", "mongodb_dlt.loader", "mongodb_dlt.factory", "mongodb_dlt.cli"} <= set(
+        runtime_line.split()
+    )
+    imported = imported_line.split()
+    assert not [name for name in imported if not name.startswith("mongodb_dlt")], imported
+    assert "mongodb_dlt.testing" not in imported
+
+
+def test_demo_without_the_demo_extra_names_the_install_command(tmp_path: Path) -> None:
+    # None in sys.modules makes `import mongomock` fail as it does where the extra is not installed.
+    script = "import sys; sys.modules['mongomock'] = None; from mongodb_dlt.cli import main; sys.exit(main(['demo']))"
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "mongomock is not installed" in done.stderr and "pip install 'mongodb-dlt[demo]'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _live_descendants(root: int) -> set[int]:
+    """Processes below ``root`` that have not exited (zombies count as exited), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, _, rest = stat.read_text().partition(" (")
+            state, ppid = rest.rpartition(") ")[2].split()[:2]
+        except OSError:
+            continue
+        if state != "Z":
+            children.setdefault(int(ppid), []).append(int(pid))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["data"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_demo_serve_loads_then_serves_on_its_port_and_sigterm_stops_the_whole_tree(tmp_path: Path) -> None:
+    port = _free_port()
+    console_script = Path(sys.executable).with_name("mongodb-dlt")
+    with (tmp_path / "out.log").open("w") as out, (tmp_path / "err.log").open("w") as err:
+        cli = subprocess.Popen(
+            [str(console_script), "demo", "--serve", "--port", str(port), "--scale", "0.05"],
+            cwd=tmp_path, stdout=out, stderr=err,
+        )
+    tree: set[int] = set()
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert cli.poll() is None, (tmp_path / "err.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the webserver did not answer within 90 s"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        tree = _live_descendants(cli.pid)
+        assert len(tree) >= 3  # dagster dev, its webserver and daemon at least
+
+        # Loaded before serving, into the instance the UI shows.
+        assert "raw_sample_mflix/movies" in (tmp_path / "out.log").read_text()
+        nodes = _graphql(
+            port, "{ assetNodes { assetKey { path } assetMaterializations(limit: 1) { runId } } }"
+        )["assetNodes"]
+        materialized = {"/".join(node["assetKey"]["path"]) for node in nodes if node["assetMaterializations"]}
+        assert "raw_sample_mflix/movies" in materialized and len(materialized) == 7
+
+        stopping = time.monotonic()
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=60) == 0
+        while {pid for pid in tree if _alive(pid)} and time.monotonic() < stopping + 60:
+            time.sleep(0.2)
+        assert not {pid for pid in tree if _alive(pid)}, "processes left running after SIGTERM"
+    finally:  # on failure, end what this test started
+        if cli.poll() is None:
+            cli.kill()
+        for pid in tree:
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        cli.wait(timeout=10)
+    with duckdb.connect(str(tmp_path / "mongodb_dlt_demo.duckdb"), read_only=True) as connection:
+        assert connection.execute("select count(*) from mongo_sample_mflix.movies").fetchone()[0] > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pickle
+import re
 import textwrap
 import time
 from pathlib import Path
@@ -1233,3 +1234,51 @@ def test_duckdb_memory_limit(tmp_path: Path, value: str, expected: str | None) -
 def test_duckdb_memory_limit_needs_a_size(tmp_path: Path) -> None:
     path = write(tmp_path, "destination:\n  type: duckdb\n  memory_limit: lots\ndatabases:\n  db: [c]\n")
     assert_problem(load_error(path), path, 3, "destination.memory_limit", "should match pattern", "lots")
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("mongodb://loader:hunter2@db.internal:27017/", True),
+        ("mongodb+srv://loader:hunter2@cluster0.example.mongodb.net/?retryWrites=true", True),
+        ("mongodb://loader:${MONGODB_PASSWORD}@db.internal:27017/", False),
+        ("mongodb://db.internal:27017/?authSource=admin", False),
+        ("${MONGODB_URI}", False),
+    ],
+)
+def test_a_literal_password_in_connection_url_is_refused_without_showing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, refused: bool
+) -> None:
+    monkeypatch.setenv("MONGODB_PASSWORD", "x")
+    monkeypatch.setenv("MONGODB_URI", "mongodb://h/")
+    path = tmp_path / "databases.yaml"
+    path.write_text(f"databases:\n  shop:\n    connection_url: \"{url}\"\n    collections: [orders]\n")
+    if not refused:
+        load_config(path)
+        return
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}, line 3, key databases.shop.connection_url: holds a literal password")
+    assert "hunter2" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("freshness", "expected"),
+    [
+        ("{max_lag: 2h}", (dt.timedelta(hours=2), None)),
+        ("{max_lag: 1h30m, warn_after: 45m}", (dt.timedelta(minutes=90), dt.timedelta(minutes=45))),
+        ("{max_lag: 1d}", (dt.timedelta(days=1), None)),
+        ("{max_lag: soon}", "key databases.shop.collections.orders.freshness.max_lag: 'soon' is not a duration"),
+        ("{max_lag: 1h, warn_after: 2h}", "warn_after must be shorter than max_lag"),
+        ("{warn_after: 2h}", "required key max_lag is missing"),
+    ],
+)
+def test_freshness_takes_short_durations(tmp_path: Path, freshness: str, expected: object) -> None:
+    path = tmp_path / "databases.yaml"
+    path.write_text(f"databases:\n  shop:\n    collections:\n      orders: {{freshness: {freshness}}}\n")
+    if isinstance(expected, str):
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            load_config(path)
+        return
+    policy = load_config(path).databases["shop"].collections["orders"].freshness
+    assert policy is not None and (policy.max_lag, policy.warn_after) == expected

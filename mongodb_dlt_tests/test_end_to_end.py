@@ -99,12 +99,23 @@ def finds_on(standin: MongoStandIn, database: str, collection: str) -> list[dict
     return [c for c in standin.commands_seen(database, collection) if "find" in c]
 
 
+def check_evaluations(instance: dg.DagsterInstance, run_id: str) -> dict[tuple[str, str], bool]:
+    """(collection, check) -> passed, for every check evaluated in the run."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    evaluations = [record.event_log_entry.dagster_event.event_specific_data for record in records]
+    return {(e.asset_key.path[-1], e.check_name): e.passed for e in evaluations}
+
+
 def test_full_load_of_two_databases_then_idempotent_rerun(
     seeded: Project, standin: MongoStandIn, instance: dg.DagsterInstance
 ) -> None:
     first = execute(instance)
     assert first.is_success, step_failure_messages(instance, first.run_id)
     assert materialized_keys(instance, first.run_id) == set(KEY.values())
+    # every collection's checks ran in the step processes, and pass on a clean load
+    assert check_evaluations(instance, first.run_id) == {
+        (key.path[-1], check): True for key in KEY.values() for check in ("rows_match_source", "no_type_drift")
+    }
     assert count(seeded, "mongo_shop.orders") == ORDERS
     assert count(seeded, "mongo_shop.orders__items") == sum(i % 3 + 1 for i in range(ORDERS))
     assert count(seeded, "mongo_shop.customers") == CUSTOMERS
@@ -149,6 +160,9 @@ def test_incremental_second_run_reads_only_new_documents(
     seeded: Project, standin: MongoStandIn, instance: dg.DagsterInstance
 ) -> None:
     assert execute(instance, [KEY["events"]]).is_success
+    # no state yet: the run starts from the configured initial_value, and says so
+    first = materialization_metadata(instance, KEY["events"])
+    assert first["incremental_cursor_before"] == "2024-01-01T00:00:00+00:00 (initial_value: no state yet)"
     insert_events(standin, EVENTS, 25)
     standin.clear_commands()
 
@@ -204,6 +218,11 @@ def test_failed_collection_leaves_siblings_loaded_and_reexecution_repeats_only_i
     assert child.status == dg.DagsterRunStatus.SUCCESS, step_failure_messages(instance, child.run_id)
     assert child.asset_selection == {KEY["customers"]}
     assert materialized_keys(instance, child.run_id) == {KEY["customers"]}
+    # the failed collection reported no checks; its re-execution runs them
+    assert ("customers", "rows_match_source") not in check_evaluations(instance, parent.run_id)
+    assert check_evaluations(instance, child.run_id) == {
+        ("customers", "rows_match_source"): True, ("customers", "no_type_drift"): True
+    }
     assert finds_on(standin, "shop", "customers") and not finds_on(standin, "shop", "orders")
     assert count(seeded, "mongo_shop.customers") == CUSTOMERS
     assert count(seeded, "mongo_shop.orders") == ORDERS

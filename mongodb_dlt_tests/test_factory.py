@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from mongodb_dlt.checks import NO_TYPE_DRIFT, ROWS_MATCH_SOURCE
 from mongodb_dlt.config import CollectionConfig, ProjectConfig, load_config
 from mongodb_dlt.definitions import ALL_COLLECTIONS_JOB, build_definitions
 from mongodb_dlt.factory import DESTINATION_TAG, LOADER_RESOURCE_KEY, dlt_asset_factory
@@ -34,6 +36,7 @@ databases:
 """
 
 CALLS: list[tuple[str, str]] = []
+COUNTED: list[str] = []
 FAILING: set[str] = set()
 CONCURRENCY = {"now": 0, "peak": 0}
 _lock = threading.Lock()
@@ -48,9 +51,12 @@ class RecordingLoader(MongoDltLoader):
         dataset_name: str,
         log: logging.Logger | None = None,
         run_id: str | None = None,
+        count_rows: bool = False,
     ) -> CollectionLoadResult:
         with _lock:
             CALLS.append((collection.database, collection.name))
+            if count_rows:
+                COUNTED.append(collection.name)
             CONCURRENCY["now"] += 1
             CONCURRENCY["peak"] = max(CONCURRENCY["peak"], CONCURRENCY["now"])
         time.sleep(0.05)
@@ -72,6 +78,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ProjectConfig:
     # no server to ping: the factory leaves an unresolvable URL to the (recording) loader
     monkeypatch.delenv("MONGODB_URI", raising=False)
     CALLS.clear()
+    COUNTED.clear()
     FAILING.clear()
     CONCURRENCY.update(now=0, peak=0)
     path = tmp_path / "databases.yaml"
@@ -80,12 +87,15 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ProjectConfig:
 
 
 def materialize(
-    config: ProjectConfig, selection: list[str] | dg.AssetSelection | None = None
+    config: ProjectConfig,
+    selection: list[str] | dg.AssetSelection | None = None,
+    instance: dg.DagsterInstance | None = None,
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         dlt_asset_factory(config),
         selection=selection,
         resources={LOADER_RESOURCE_KEY: RecordingLoader()},
+        instance=instance,
         raise_on_error=False,
     )
 
@@ -111,13 +121,49 @@ def test_one_multi_asset_per_database_with_one_spec_per_collection(config: Proje
     assert analytics.op.pool == "mongodb_dlt_duckdb"
 
 
+def test_every_collection_has_its_checks_subset_with_it(config: ProjectConfig) -> None:
+    mflix, analytics = dlt_asset_factory(config)
+    assert {(k.asset_key.path[-1], k.name) for k in analytics.check_keys} == {
+        (c, check) for c in ("accounts", "transactions", "customers") for check in (ROWS_MATCH_SOURCE, NO_TYPE_DRIFT)
+    }
+    specs = {(s.asset_key.path[-1], s.name): s for s in analytics.check_specs}
+    assert "between its counts just before and just after the read" in specs["accounts", ROWS_MATCH_SOURCE].description
+    assert "the rows it added to `analytics_raw.transactions`" in specs["transactions", ROWS_MATCH_SOURCE].description
+    assert len(mflix.check_keys) == 8
+
+
 def test_selecting_one_collection_loads_only_it(config: ProjectConfig) -> None:
     result = materialize(config, ["raw_sample_mflix/movies"])
     assert result.success
-    assert CALLS == [("sample_mflix", "movies")]
+    assert CALLS == [("sample_mflix", "movies")] and COUNTED == ["movies"]
     [event] = result.get_asset_materialization_events()
     assert event.asset_key == dg.AssetKey(["raw_sample_mflix", "movies"])
     assert event.materialization.metadata["rows_loaded"].value == len("movies")
+    assert {(e.asset_key.path[-1], e.check_name) for e in result.get_asset_check_evaluations()} == {
+        ("movies", ROWS_MATCH_SOURCE), ("movies", NO_TYPE_DRIFT)
+    }
+
+
+def test_a_check_selected_alone_loads_nothing_and_says_why(config: ProjectConfig) -> None:
+    movies = dg.AssetKey(["raw_sample_mflix", "movies"])
+    with dg.instance_for_test() as instance:
+        result = materialize(config, dg.AssetSelection.checks(dg.AssetCheckKey(movies, NO_TYPE_DRIFT)), instance)
+        assert result.success and CALLS == []
+        assert result.get_asset_check_evaluations() == []
+        logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(line.startswith("Checks are evaluated by their collection's load") and line.endswith(
+        ": raw_sample_mflix/movies") for line in logs), logs
+
+
+def test_rows_are_counted_only_when_their_check_is_selected(config: ProjectConfig) -> None:
+    movies = dg.AssetKey(["raw_sample_mflix", "movies"])
+    result = materialize(
+        config, dg.AssetSelection.assets(movies).without_checks() | dg.AssetSelection.checks(
+            dg.AssetCheckKey(movies, NO_TYPE_DRIFT)
+        )
+    )
+    assert result.success and CALLS == [("sample_mflix", "movies")] and COUNTED == []
+    assert [e.check_name for e in result.get_asset_check_evaluations()] == [NO_TYPE_DRIFT]
 
 
 def test_collections_of_a_database_load_in_parallel_up_to_the_limit(config: ProjectConfig) -> None:
@@ -162,3 +208,20 @@ def test_warehouses_without_a_single_writer_limit_load_databases_in_parallel(tmp
     assert all(a.op.pool is None and DESTINATION_TAG not in a.op.tags for a in assets)
     assert {spec.kinds == {"mongodb", "bigquery"} for a in assets for spec in a.specs} == {True}
     assert defs.resolve_job_def(ALL_COLLECTIONS_JOB).executor_def is dg.multiprocess_executor
+
+
+def test_each_asset_points_at_its_yaml_entry_and_can_carry_a_freshness_policy(tmp_path: Path) -> None:
+    path = tmp_path / "databases.yaml"
+    path.write_text(YAML.replace("customers: {tags: {pii: \"true\"}}", "customers: {freshness: {max_lag: 2h}}"))
+    mflix, analytics = dlt_asset_factory(load_config(path))
+    lines = path.read_text().splitlines()
+    for assets_def in (mflix, analytics):
+        for spec in assets_def.specs:
+            [reference] = spec.metadata["dagster/code_references"].code_references
+            assert reference.file_path == str(path)
+            # the line of the collection's own entry: its key, or its item in the shortest form's list
+            assert spec.key.path[-1] in lines[reference.line_number - 1]
+    freshness = {spec.key.path[-1]: spec.freshness_policy for spec in analytics.specs}
+    assert freshness["accounts"] is None
+    customers = freshness["customers"]
+    assert customers is not None and customers.fail_window.to_timedelta() == timedelta(hours=2)

@@ -4,6 +4,7 @@ and BigQuery up to the network boundary (extract and normalize run; nothing is s
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import bson
@@ -16,7 +17,14 @@ from bson import Decimal128, ObjectId
 
 from mongodb_dlt.bson_arrow import ConversionSettings, DocumentConversionError
 from mongodb_dlt.config import CollectionConfig, DestinationConfig, load_config
-from mongodb_dlt.loader import MongoDltLoader, describe_error, is_transient
+from mongodb_dlt.loader import (
+    MongoDltLoader,
+    RowCounts,
+    _count_warehouse,
+    _ProgressLogger,
+    describe_error,
+    is_transient,
+)
 from mongodb_dlt.source import mongodb_collection
 from mongodb_dlt.testing import MongoStandIn
 
@@ -157,9 +165,25 @@ def test_progress_is_logged_while_a_collection_loads(
     loader, orders = _collection_config(tmp_path, "{}")
     with caplog.at_level(logging.INFO, logger="mongodb_dlt.loader"):
         assert loader.load_collection(orders, "mongo_shop").succeeded
-    progress = [r.getMessage().split(" (")[0] for r in caplog.records if "documents read" in r.getMessage()]
-    # one line per batch of documents converted (batch_size 10 here), never a line per document
-    assert progress == [f"shop.orders: {n} documents read" for n in (10, 20, 30)]
+    progress = [r.getMessage() for r in caplog.records if "documents read" in r.getMessage()]
+    # one line per batch of documents converted (batch_size 10 here), never a line per document, and none for the
+    # first batch: its wait is the server's planning, not the read's speed
+    assert [line.split(" (")[0] for line in progress] == [f"shop.orders: {n} documents read" for n in (20, 30)]
+    assert all(re.fullmatch(r"shop\.orders: \d+ documents read \([\d,]+/s\)", line) for line in progress), progress
+
+
+def test_the_progress_rate_counts_from_the_first_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a first batch of 1,000 documents after a long wait, then 1,000 documents/s: the wait never dilutes the rate,
+    # and no line comes before there is a rate to show
+    clock = iter([160.0, 161.0, 172.0])
+    monkeypatch.setattr("mongodb_dlt.loader.time.monotonic", lambda: next(clock))
+    lines: list[str] = []
+    log = logging.getLogger("progress")
+    monkeypatch.setattr(log, "info", lines.append)
+    progress = _ProgressLogger("shop.orders", log)
+    for documents in (1_000, 2_000, 13_000):
+        progress(documents)
+    assert lines == ["shop.orders: 13,000 documents read (1,000/s)"]
 
 
 def test_any_dlt_destination_by_name_loads_through_the_same_loader(
@@ -173,10 +197,21 @@ def test_any_dlt_destination_by_name_loads_through_the_same_loader(
     )
     config = load_config(path)
     loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(tmp_path / "pipelines"))
-    result = loader.load_collection(config.databases["shop"].collections["orders"], "mongo_shop")
+    result = loader.load_collection(config.databases["shop"].collections["orders"], "mongo_shop", count_rows=True)
     assert result.succeeded, result.error
     assert result.rows_loaded == 12 and result.child_tables == {"orders__lines": 24}
     assert list((tmp_path / "lake" / "mongo_shop" / "orders").glob("*.parquet"))
+    # dlt queries files through DuckDB, so rows_match_source is verified on a filesystem destination too
+    assert result.row_counts == RowCounts(source_before=12, source_after=12, warehouse_rows=12, rows_added=12)
+    # and it loads again: the undo of unfinished loads, which needs SQL, is skipped for files
+    again = loader.load_collection(config.databases["shop"].collections["orders"], "mongo_shop")
+    assert again.succeeded, again.error
+
+
+def test_a_destination_without_sql_is_counted_as_not_verifiable(tmp_path: Path) -> None:
+    pipeline = dlt.pipeline("no_sql", pipelines_dir=str(tmp_path), destination="dummy", dataset_name="mongo_shop")
+    counts = _count_warehouse(pipeline, "orders", ["1712345678.123"], whole_table=True)
+    assert counts == RowCounts(not_verifiable="destination dummy cannot be queried with SQL")
 
 
 def test_a_frozen_column_contract_fails_the_collection_on_a_new_field(
@@ -252,3 +287,13 @@ def test_a_document_that_cannot_be_converted_is_named_by_id_and_field() -> None:
                                            ValueError("batch failed"))
     assert str(error).startswith('shop.orders: document _id={"$oid": "65f1a2b3c4d5e6f708192a3b"}, field \'note\': ')
     assert "utf-8" in str(error).lower()
+
+
+def test_merge_staging_is_emptied_after_each_load(tmp_path: Path, standin: MongoStandIn) -> None:
+    standin.client.shop.orders.insert_many([{"_id": i, "lines": [{"sku": "a"}]} for i in range(8)])
+    loader, orders = _collection_config(tmp_path, "{}")
+    assert loader.load_collection(orders, "mongo_shop").succeeded
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
+        assert connection.execute("select count(*) from mongo_shop.orders").fetchone() == (8,)
+        for table in ("orders", "orders__lines"):
+            assert connection.execute(f"select count(*) from mongo_shop_staging.{table}").fetchone() == (0,)

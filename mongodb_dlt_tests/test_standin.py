@@ -434,3 +434,29 @@ def test_module_entry_point_serves_sample_data_until_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+PATCH_PROBE = """
+import mongomock
+from bson import Decimal128
+
+def range_filter_on_decimals():
+    collection = mongomock.MongoClient().db.amounts
+    collection.insert_many([{"amount": Decimal128("2")}, {"amount": Decimal128("1")}])
+    try:
+        return len(list(collection.find({"amount": {"$gt": Decimal128("1")}})))
+    except NotImplementedError:
+        return "refused"
+
+import mongodb_dlt.testing
+print(range_filter_on_decimals())
+mongodb_dlt.testing.MongoStandIn()
+print(range_filter_on_decimals())
+"""
+
+
+def test_importing_the_testing_package_patches_nothing_until_a_standin_is_created() -> None:
+    # A fresh interpreter: this one has created stand-ins already.
+    done = subprocess.run([sys.executable, "-c", PATCH_PROBE], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["refused", "1"]

@@ -109,17 +109,18 @@ destination:
   path: {{duckdb}}
 databases:
   down:
-    connection_url: "mongodb://loader:s3cret@127.0.0.1:{port}/?serverSelectionTimeoutMS=2000"
+    connection_url: ${{DOWN_MONGODB_URI}}
     collections: [orders, customers, events]
   shop: [products]
 """
 
 
 def test_database_on_an_unreachable_server_fails_once_and_others_still_load(
-    project: Project, standin: MongoStandIn, instance: dg.DagsterInstance
+    project: Project, standin: MongoStandIn, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     standin.client.shop.products.insert_many([{"_id": i, "name": f"p{i}"} for i in range(5)])
     port = closed_port()
+    monkeypatch.setenv("DOWN_MONGODB_URI", f"mongodb://loader:s3cret@127.0.0.1:{port}/?serverSelectionTimeoutMS=2000")
     config = load_config(project.write_config(CONFIG.format(port=port)))
     loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(project.pipelines_dir))
 

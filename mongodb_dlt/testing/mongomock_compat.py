@@ -5,8 +5,10 @@ mongomock raises ``NotImplementedError: Mongomock does not know how to sort ...`
 ``{"amount": {"$gte": Decimal128("10")}}`` or ``sort={"amount": 1}`` fails, and so does any range filter
 on a field that holds such a value in some document. It also ranks Code as a string (Code subclasses
 str). A real server orders every type (https://www.mongodb.com/docs/manual/reference/bson-type-comparison-order/),
-so the stand-in patches mongomock's two comparison functions, once, when ``mongodb_dlt.testing`` is
-imported. The patch only adds cases mongomock refused or misranked; everything else is delegated.
+so the stand-in patches mongomock's two comparison functions, once per process, when the first
+``MongoStandIn`` is created; importing ``mongodb_dlt.testing`` changes nothing. Code that uses a bare
+mongomock client with such values calls ``patch_mongomock_bson_ordering()`` itself. The patch only adds
+cases mongomock refused or misranked; everything else is delegated.
 """
 
 from __future__ import annotations

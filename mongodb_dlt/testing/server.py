@@ -37,8 +37,6 @@ from mongodb_dlt.testing.mongomock_compat import patch_mongomock_bson_ordering
 
 logger = logging.getLogger(__name__)
 
-patch_mongomock_bson_ordering()
-
 HANDSHAKE_COMMANDS = frozenset({"hello", "isMaster", "ismaster"})
 FAILING_COMMANDS = frozenset({"find", "aggregate", "count", "distinct"})
 COMMAND_LOG_SIZE = 10_000
@@ -95,6 +93,8 @@ class MongoStandIn:
     def __init__(
         self, client: mongomock.MongoClient | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        # Patched here, not on import: importing mongodb_dlt.testing leaves mongomock as it is.
+        patch_mongomock_bson_ordering()
         self.client: mongomock.MongoClient = client if client is not None else mongomock.MongoClient()
         self.host = host
         self._requested_port = port
