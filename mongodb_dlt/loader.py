@@ -52,7 +52,12 @@ from mongodb_dlt.config import (
 )
 from mongodb_dlt.locking import collection_lock
 from mongodb_dlt.source import ExtractStats, NewColumn, display_cursor, mongodb_collection
-from mongodb_dlt.warehouse import DestinationNotWritableError, duckdb_connection, rollback_incomplete_loads
+from mongodb_dlt.warehouse import (
+    DestinationNotWritableError,
+    duckdb_connection,
+    remove_superseded_children,
+    rollback_incomplete_loads,
+)
 
 DEFAULT_PIPELINES_DIR = ".mongodb_dlt/pipelines"
 
@@ -347,6 +352,7 @@ class MongoDltLoader(dg.ConfigurableResource):
                 f"(the process died or the load failed): "
                 + ", ".join(f"{table}: {rows}" for table, rows in undone.items())
             )
+        _remove_superseded_children(pipeline, collection, logging.getLogger(__name__))
         return pipeline
 
     def load_collection(
@@ -446,6 +452,7 @@ class MongoDltLoader(dg.ConfigurableResource):
             pipeline.normalize()
             with self.session(log) as destination:
                 load_info = pipeline.load(destination=destination)
+                _remove_superseded_children(pipeline, collection, log)
                 root_table = pipeline.default_schema.naming.normalize_tables_path(collection.table_name)
                 warehouse = (
                     _count_warehouse(pipeline, root_table, load_info.loads_ids, reads_whole_collection(collection))
@@ -541,6 +548,25 @@ def _count(client: Any, sql: str) -> int:
     except DatabaseUndefinedRelation:
         return 0  # nothing was ever loaded: dlt creates no table for a collection without documents
     return int(rows[0][0]) if rows else 0
+
+
+def _remove_superseded_children(pipeline: dlt.Pipeline, collection: CollectionConfig, log: logging.Logger) -> None:
+    """After a merge load (and before the next, should the process have died in between): the array elements of
+    a document's older version, when the read met the document twice (warehouse.remove_superseded_children). A
+    failure here is logged, not raised: the load is complete, and the next load tries again."""
+    if collection.write_disposition != "merge":
+        return
+    label = f"{collection.database}.{collection.name}"
+    try:
+        removed = remove_superseded_children(pipeline, normalize_schema_name(pipeline.pipeline_name))
+    except Exception as error:
+        log.warning(f"{label}: could not check for an older version's array elements ({describe_error(error)}); "
+                    "the next load checks again")
+        return
+    if removed:
+        log.info(f"{label}: documents met twice by the read (updated while it ran) keep their newest version; "
+                 "removed the older version's array elements: "
+                 + ", ".join(f"{table}: {rows}" for table, rows in removed.items()))
 
 
 class _ProgressLogger:

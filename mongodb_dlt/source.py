@@ -374,9 +374,11 @@ class _Assembler:
         schema_contract: Any,
         stats: ExtractStats,
         load_id: str | None,
+        cursor_path: FieldPath | None = None,
     ) -> None:
         self.names = names
         self.load_id = load_id
+        self.cursor_path = cursor_path
         self.write_disposition = write_disposition
         self.schema_contract = schema_contract
         self.stats = stats
@@ -453,6 +455,12 @@ class _Assembler:
             columns[ROW_ID] = _ROW_ID_COLUMN
             columns[DOCUMENT_KEY] = {"name": DOCUMENT_KEY, "data_type": "text", "nullable": False}
             keys: dict[str, Any] = {"primary_key": DOCUMENT_KEY} if self.merge else {}
+            cursor_column = names.base.get(self.cursor_path) if self.merge and self.cursor_path else None
+            if cursor_column is not None:
+                # A document whose cursor moved while the read ran is met twice (its index entry moved ahead of
+                # the scan); dlt's merge keeps one row per key: the newest, by the cursor. warehouse.py drops the
+                # older version's child rows.
+                columns.setdefault(cursor_column, {"name": cursor_column})["dedup_sort"] = "desc"
         else:
             columns.update(_CHILD_LINK_COLUMNS)
             columns[ROOT_KEY] = {"name": ROOT_KEY, "data_type": "text", "nullable": False}
@@ -564,7 +572,9 @@ def mongodb_collection(
             load_id: str | None = dlt.current.load_package_state()["load_id"]
         except CurrentLoadPackageStateNotAvailable:
             load_id = None  # iterated outside a pipeline: nothing is loaded, so nothing can need undoing
-        assembler = _Assembler(names, write_disposition, schema_contract, run_stats, load_id)
+        assembler = _Assembler(
+            names, write_disposition, schema_contract, run_stats, load_id, run_settings.cursor_path
+        )
         cursor_state = _CursorState.load(dlt.current.resource_state(), cursor_field) if cursor_field else None
 
         mongo = client if client is not None else connect(connection_url)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ import duckdb
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.job_client_impl import SqlJobClientBase
 
-from mongodb_dlt.columns import LOAD_ID
+from mongodb_dlt.columns import DOCUMENT_KEY, LOAD_ID, ROOT_ID, ROW_ID
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 _MAX_LOCK_WAIT_STEP_SECONDS = 10.0
@@ -119,3 +119,32 @@ def rollback_incomplete_loads(pipeline: dlt.Pipeline, schema_name: str) -> dict[
                 for name in undone:
                     sql.execute_sql(f"DELETE FROM {sql.make_qualified_table_name(name)} WHERE {incomplete}")
     return undone
+
+
+def remove_superseded_children(pipeline: dlt.Pipeline, schema_name: str) -> dict[str, int]:
+    """Deletes the child rows of the latest complete load whose root row is not there. A document met twice in one
+    read (its cursor moved ahead of the scan while the read ran) keeps only its newest root row after dlt's merge;
+    the older version's array elements go here. Idempotent: run after each merge load, and again before the next
+    one in case the process died in between. Returns the rows deleted per table (only tables that had any)."""
+    removed: dict[str, int] = {}
+    with pipeline.destination_client() as client:
+        if not isinstance(client, SqlJobClientBase):
+            return removed
+        tables = _stored_tables(client, schema_name)
+        roots = [name for name, table in tables.items() if DOCUMENT_KEY in table.get("columns", {})]
+        children = sorted(name for name, table in tables.items() if ROOT_ID in table.get("columns", {}))
+        if len(roots) != 1 or not children:
+            return removed
+        sql = client.sql_client
+        loads = sql.make_qualified_table_name(client.schema.loads_table_name)
+        root = sql.make_qualified_table_name(roots[0])
+        load_id, root_id, row_id = (sql.escape_column_name(name) for name in (LOAD_ID, ROOT_ID, ROW_ID))
+        latest = f"(SELECT MAX(load_id) FROM {loads} WHERE schema_name = %s AND status = 0)"
+        orphan = f"c.{load_id} = {latest} AND NOT EXISTS (SELECT 1 FROM {root} AS r WHERE r.{row_id} = c.{root_id})"
+        for name in children:
+            child = sql.make_qualified_table_name(name)
+            rows = sql.execute_sql(f"SELECT COUNT(*) FROM {child} AS c WHERE {orphan}", schema_name)
+            if rows and rows[0][0]:
+                sql.execute_sql(f"DELETE FROM {child} AS c WHERE {orphan}", schema_name)
+                removed[name] = int(rows[0][0])
+    return removed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import bson
 import dlt
@@ -26,7 +27,7 @@ from mongodb_dlt.loader import (
     is_transient,
 )
 from mongodb_dlt.source import mongodb_collection
-from mongodb_dlt.testing import MongoStandIn
+from mongodb_dlt.testing import MongoStandIn, commands
 
 
 def test_transient_errors_are_found_through_dlt_wrapping() -> None:
@@ -297,3 +298,43 @@ def test_merge_staging_is_emptied_after_each_load(tmp_path: Path, standin: Mongo
         assert connection.execute("select count(*) from mongo_shop.orders").fetchone() == (8,)
         for table in ("orders", "orders__lines"):
             assert connection.execute(f"select count(*) from mongo_shop_staging.{table}").fetchone() == (0,)
+
+
+def test_a_document_met_twice_by_one_read_keeps_its_newest_version_only(
+    tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An incremental read sorted by its cursor meets a document again when the document's cursor moves ahead of
+    the scan while the read runs (MongoDB's cursors are not snapshots). The warehouse keeps its newest version and
+    that version's array elements only."""
+    orders = standin.client.shop.orders
+    orders.insert_many([{"_id": i, "seq": i, "items": [{"v": "first"}]} for i in range(5)])
+    loader, collection = _collection_config(tmp_path, "{incremental: {cursor_field: seq}}")
+    assert loader.load_collection(collection, "mongo_shop").succeeded
+
+    orders.insert_many([{"_id": i, "seq": i, "items": [{"v": "first"}]} for i in range(5, 10)])
+    older = {"_id": 7, "seq": 7, "items": [{"v": "old"}, {"v": "old"}]}
+    orders.replace_one({"_id": 7}, {"_id": 7, "seq": 20, "items": [{"v": "new"}, {"v": "new"}, {"v": "new"}]})
+    materialize = commands._materialize
+
+    def met_twice(cursor: Any) -> list[dict[str, Any]]:
+        documents = materialize(cursor)
+        # the scan passed seq 7 before the update moved the document to seq 20: the older version comes first
+        return [older, *documents] if any(d.get("_id") == 7 for d in documents) else documents
+
+    monkeypatch.setattr(commands, "_materialize", met_twice)
+    second = loader.load_collection(collection, "mongo_shop")
+    assert second.succeeded, second.error
+    assert second.rows_loaded == 6  # document 7 twice, documents 5, 6, 8, 9 once (4 is the boundary)
+
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
+        assert connection.execute("select _id, seq from mongo_shop.orders where _id = 7").fetchall() == [(7, 20)]
+        assert connection.execute("select count(*) from mongo_shop.orders").fetchone() == (10,)
+        items = connection.execute(
+            "select v, count(*) from mongo_shop.orders__items where _mongo_root_key = 'n:7' group by v"
+        ).fetchall()
+        assert items == [("new", 3)]
+        orphans = connection.execute(
+            "select count(*) from mongo_shop.orders__items c where not exists "
+            "(select 1 from mongo_shop.orders r where r._dlt_id = c._dlt_root_id)"
+        ).fetchone()
+        assert orphans == (0,)
