@@ -18,6 +18,7 @@ Every subprocess has a timeout (a dagster command that hangs is killed with its 
 exits when this process goes away, and everything listens and connects on 127.0.0.1 only.
 
     .venv/bin/python benchmarks/arrow_throughput.py [--documents 200000] [--small 2000] [--skip-incremental]
+                                                    [--repeat 1]
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ import os
 import select
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -275,15 +277,30 @@ def client_side_limit(uri: str, duckdb_path: Path) -> tuple[int, float]:
 # -- the report -------------------------------------------------------------------------------------------------
 
 
+def _median_run(runs: list[Run]) -> Run:
+    """The repetitions of one run as one: median wall and in-step times, the largest peak RSS."""
+    return replace(
+        runs[0],
+        wall_seconds=statistics.median(run.wall_seconds for run in runs),
+        step_seconds=statistics.median(run.step_seconds for run in runs),
+        peak_rss_mb=max(run.peak_rss_mb for run in runs),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--documents", type=int, default=200_000, help="documents in the big collection")
     parser.add_argument("--small", type=int, default=2_000, help="documents in the small collection")
     parser.add_argument("--skip-incremental", action="store_true", help="skip the incremental runs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, DuckDB files)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure the small run, the big run and the limit this many times, each into a new "
+                             "warehouse, and use their medians (the machine is shared: single runs move by seconds)")
     args = parser.parse_args()
     if not 0 < args.small < args.documents:
         parser.error("--small must be positive and below --documents")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     run_timeout = 600 + args.documents / 500  # seconds: 1,000 s at 200k documents, 4,600 s at 2M
     runs: list[Run] = []
 
@@ -295,17 +312,21 @@ def main() -> None:
             dagster_home = workdir / "dagster_home"
             dagster_home.mkdir()
             (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-            config = workdir / "databases.yaml"
-            config.write_text(CONFIG.format(batch_size=BATCH_SIZE, duckdb=workdir / "warehouse.duckdb",
-                                            database=DATABASE, big=BIG, small=SMALL, incremental=INCREMENTAL))
-            env = {
-                **os.environ,
-                "MONGODB_DLT_CONFIG": str(config),
-                "MONGODB_URI": standin.uri,
-                "DAGSTER_HOME": str(dagster_home),
-                "MONGODB_DLT_PIPELINES_DIR": str(workdir / "pipelines"),
-                "RUNTIME__DLTHUB_TELEMETRY": "false",
-            }
+            env: dict[str, str] = {}
+
+            def new_warehouse(number: int) -> None:
+                """A config of its own for each repetition: a fresh DuckDB file and working folder."""
+                config = workdir / f"databases_{number}.yaml"
+                config.write_text(CONFIG.format(batch_size=BATCH_SIZE, duckdb=workdir / f"warehouse_{number}.duckdb",
+                                                database=DATABASE, big=BIG, small=SMALL, incremental=INCREMENTAL))
+                env.update({
+                    **os.environ,
+                    "MONGODB_DLT_CONFIG": str(config),
+                    "MONGODB_URI": standin.uri,
+                    "DAGSTER_HOME": str(dagster_home),
+                    "MONGODB_DLT_PIPELINES_DIR": str(workdir / f"pipelines_{number}"),
+                    "RUNTIME__DLTHUB_TELEMETRY": "false",
+                })
 
             def load(collection: str, label: str) -> Run:
                 key = f"raw_{DATABASE}/{collection}"
@@ -317,10 +338,16 @@ def main() -> None:
                 runs.append(run)
                 return run
 
-            small = load(SMALL, "small")
-            big = load(BIG, "big")
-            print(f"client-side limit: reading {BIG} with bson.decode_all + Arrow + DuckDB ...", flush=True)
-            limit_documents, limit_seconds = client_side_limit(standin.uri, workdir / "limit.duckdb")
+            smalls, bigs, limits = [], [], []
+            for number in range(1, args.repeat + 1):
+                new_warehouse(number)
+                suffix = f" #{number}" if args.repeat > 1 else ""
+                smalls.append(load(SMALL, f"small{suffix}"))
+                bigs.append(load(BIG, f"big{suffix}"))
+                print(f"client-side limit: reading {BIG} with bson.decode_all + Arrow + DuckDB ...", flush=True)
+                limits.append(client_side_limit(standin.uri, workdir / f"limit_{number}.duckdb"))
+            small, big = _median_run(smalls), _median_run(bigs)
+            limit_documents, limit_seconds = limits[0][0], statistics.median(seconds for _, seconds in limits)
             incremental = None
             if not args.skip_incremental:
                 full = load(INCREMENTAL, "incremental, full")
@@ -342,7 +369,11 @@ def main() -> None:
     for run in runs:
         print(f"{run.label:<20} {run.documents:>10,} {run.rows_loaded:>10,} {run.wall_seconds:>8.1f} "
               f"{run.step_seconds:>9.1f} {run.peak_rss_mb:>11.0f}")
-    print(f"{'client-side limit':<20} {limit_documents:>10,} {limit_documents:>10,} {limit_seconds:>8.1f}")
+    for documents, seconds in limits:
+        print(f"{'client-side limit':<20} {documents:>10,} {documents:>10,} {seconds:>8.1f}")
+    if args.repeat > 1:
+        print(f"medians of {args.repeat}: small {small.wall_seconds:.1f} s, big {big.wall_seconds:.1f} s "
+              f"(in the step {big.step_seconds:.1f} s), limit {limit_seconds:.1f} s")
     print()
 
     ours = (big.documents - small.documents) / (big.wall_seconds - small.wall_seconds)
