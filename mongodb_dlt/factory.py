@@ -144,6 +144,30 @@ def _report_orphaned_run(context: dg.AssetExecutionContext, run_worker_pid: int 
     context.instance.report_run_failed(context.dagster_run, message)
 
 
+def _unreachable(
+    context: dg.AssetExecutionContext, database: DatabaseConfig, collections: list[CollectionConfig]
+) -> dict[str, str]:
+    """Collection name -> why it is not started, for collections whose server does not answer a ping. One ping
+    per server before fanning out: a wrong host, port or password then costs one server selection timeout and one
+    line, instead of a timeout, retries and a topology dump for every collection."""
+    by_url: dict[str, list[str]] = {}
+    for collection in collections:
+        # the loader reports an unresolvable URL against its collection
+        with suppress(ConfigError):
+            by_url.setdefault(resolve_connection_url(collection), []).append(collection.name)
+    unreachable: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, len(by_url)), thread_name_prefix="mongodb_ping") as pinger:
+        pings = {pinger.submit(check_reachable, url): names for url, names in by_url.items()}
+        for ping in as_completed(pings):
+            try:
+                ping.result()
+            except MongoUnreachableError as error:
+                names = pings[ping]
+                context.log.error(f"{database.name}: {error}; not loading {', '.join(names)}")
+                unreachable.update(dict.fromkeys(names, str(error)))
+    return unreachable
+
+
 def _database_asset(config: ProjectConfig, database: DatabaseConfig, resource_key: str) -> dg.AssetsDefinition:
     collections_by_key = {asset_key(database, c): c for c in database.collections.values()}
     pool = destination_pool(config)
@@ -178,23 +202,7 @@ def _database_asset(config: ProjectConfig, database: DatabaseConfig, resource_ke
                 + ", ".join(checks_alone)
             )
 
-        # One ping per server before fanning out: a wrong host, port or password then costs one server selection
-        # timeout and one line, instead of a timeout, retries and a topology dump for every collection.
-        by_url: dict[str, list[str]] = {}
-        for _, collection in selected:
-            # the loader reports an unresolvable URL against its collection, as before
-            with suppress(ConfigError):
-                by_url.setdefault(resolve_connection_url(collection), []).append(collection.name)
-        unreachable: dict[str, str] = {}  # collection name -> why it was not started
-        with ThreadPoolExecutor(max_workers=max(1, len(by_url)), thread_name_prefix="mongodb_ping") as pinger:
-            checks = {pinger.submit(check_reachable, url): names for url, names in by_url.items()}
-            for check in as_completed(checks):
-                try:
-                    check.result()
-                except MongoUnreachableError as error:
-                    names = checks[check]
-                    context.log.error(f"{database.name}: {error}; not loading {', '.join(names)}")
-                    unreachable.update(dict.fromkeys(names, str(error)))
+        unreachable = _unreachable(context, database, [c for _, c in selected])
         to_load = [(key, c) for key, c in selected if c.name not in unreachable]
 
         if to_load:

@@ -36,7 +36,6 @@ import pymongo.errors
 from dlt.common.destination import Destination
 from dlt.common.destination.exceptions import SqlClientNotAvailable
 from dlt.common.schema import Schema
-from dlt.common.schema.utils import normalize_schema_name
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
@@ -344,8 +343,7 @@ class MongoDltLoader(dg.ConfigurableResource):
         shutil.rmtree(self.working_dir / name, ignore_errors=True)  # what Pipeline.drop() removes
         pipeline = dlt.pipeline(pipeline_name=name, pipelines_dir=str(self.working_dir), dataset_name=dataset_name)
         pipeline.sync_destination(destination=destination, dataset_name=dataset_name)
-        # the schema dlt names after the pipeline (standalone resources): snake_case, as it is stored
-        undone = rollback_incomplete_loads(pipeline, normalize_schema_name(pipeline.pipeline_name))
+        undone = rollback_incomplete_loads(pipeline)
         if undone:
             logging.getLogger(__name__).warning(
                 f"{collection.database}.{collection.name}: removed the rows of a load that never completed "
@@ -558,7 +556,7 @@ def _remove_superseded_children(pipeline: dlt.Pipeline, collection: CollectionCo
         return
     label = f"{collection.database}.{collection.name}"
     try:
-        removed = remove_superseded_children(pipeline, normalize_schema_name(pipeline.pipeline_name))
+        removed = remove_superseded_children(pipeline)
     except Exception as error:
         log.warning(f"{label}: could not check for an older version's array elements ({describe_error(error)}); "
                     "the next load checks again")

@@ -21,6 +21,7 @@ from typing import Any
 
 import dlt
 import duckdb
+from dlt.common.schema.utils import normalize_schema_name
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.job_client_impl import SqlJobClientBase
 
@@ -79,6 +80,11 @@ def duckdb_connection(
         connection.close()
 
 
+def _schema_name(pipeline: dlt.Pipeline) -> str:
+    """The schema dlt names after a pipeline that extracts a standalone resource: snake_case, as it is stored."""
+    return normalize_schema_name(pipeline.pipeline_name)
+
+
 def _stored_tables(client: SqlJobClientBase, schema_name: str) -> dict[str, Any]:
     try:
         stored = client.get_stored_schema(schema_name)
@@ -90,10 +96,11 @@ def _stored_tables(client: SqlJobClientBase, schema_name: str) -> dict[str, Any]
     return tables
 
 
-def rollback_incomplete_loads(pipeline: dlt.Pipeline, schema_name: str) -> dict[str, int]:
-    """Deletes, from every table of ``schema_name``, the rows of loads that ``_dlt_loads`` does not record as
+def rollback_incomplete_loads(pipeline: dlt.Pipeline) -> dict[str, int]:
+    """Deletes, from every table of the pipeline's schema, the rows of loads that ``_dlt_loads`` does not record as
     complete. Returns the rows deleted per table (only tables that had any)."""
     undone: dict[str, int] = {}
+    schema_name = _schema_name(pipeline)
     with pipeline.destination_client() as client:
         if not isinstance(client, SqlJobClientBase):
             return undone  # files (the filesystem destination) cannot be deleted by load id: README says so
@@ -121,12 +128,13 @@ def rollback_incomplete_loads(pipeline: dlt.Pipeline, schema_name: str) -> dict[
     return undone
 
 
-def remove_superseded_children(pipeline: dlt.Pipeline, schema_name: str) -> dict[str, int]:
+def remove_superseded_children(pipeline: dlt.Pipeline) -> dict[str, int]:
     """Deletes the child rows of the latest complete load whose root row is not there. A document met twice in one
     read (its cursor moved ahead of the scan while the read ran) keeps only its newest root row after dlt's merge;
     the older version's array elements go here. Idempotent: run after each merge load, and again before the next
     one in case the process died in between. Returns the rows deleted per table (only tables that had any)."""
     removed: dict[str, int] = {}
+    schema_name = _schema_name(pipeline)
     with pipeline.destination_client() as client:
         if not isinstance(client, SqlJobClientBase):
             return removed
