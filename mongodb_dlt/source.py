@@ -96,10 +96,12 @@ _DISPLAY_DATES: CodecOptions[Any] = CodecOptions(tz_aware=True, tzinfo=UTC)
 _PROMOTE_OPTIONS = "data_writer.arrow_concat_promote_options"
 
 BATCHES_IN_FLIGHT_PER_PROCESS = 2
+"""Batches sent ahead to each conversion process: keeps them busy while memory stays bounded."""
 BATCHES_BEFORE_WORKERS = 4
 """Batches a collection converts in this process before it starts the worker pool: starting workers costs about a
 second of CPU per worker, which a small (incremental) read never earns back."""
-"""Batches sent ahead to each conversion process: keeps them busy while memory stays bounded."""
+ITEM_BYTES = 16 * 1024 * 1024
+"""Arrow bytes gathered before they go to dlt as one item per table (see ``_Assembler.items``)."""
 
 _HEX_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 # cursor values kept in the state decode to exactly the types the converter sees (DatetimeMS, Binary)
@@ -383,8 +385,28 @@ class _Assembler:
         self.schema_contract = schema_contract
         self.stats = stats
         self.merge = write_disposition == "merge"
+        self.pending: dict[TablePath, list[pa.Table]] = {}
+        self.pending_bytes = 0
 
     def items(self, batch: ConvertedBatch) -> Iterator[TDataItems]:
+        """Takes in one converted batch; hands dlt the tables gathered so far once they are big enough.
+
+        dlt computes and validates a table schema for every item it is given, whatever its size, so tables go
+        to it in pieces of about ``ITEM_BYTES`` rather than one per server reply."""
+        for path, arrow_table in self._tables(batch):
+            self.pending.setdefault(path, []).append(arrow_table)
+            self.pending_bytes += arrow_table.nbytes
+        if self.pending_bytes >= ITEM_BYTES:
+            yield from self.flush()
+
+    def flush(self) -> Iterator[TDataItems]:
+        """The gathered tables, one item per table (a child table's marker rows join its other rows)."""
+        pending, self.pending, self.pending_bytes = self.pending, {}, 0
+        for path, tables in pending.items():
+            arrow_table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+            yield self._with_hints(self.names.table(path), arrow_table, root=path == ())
+
+    def _tables(self, batch: ConvertedBatch) -> Iterator[tuple[TablePath, pa.Table]]:
         root = batch.tables.get(())
         if root is None or root.rows == 0:
             return
@@ -396,7 +418,7 @@ class _Assembler:
             LOAD_ID: self._load_ids(root.rows),
             **self._named(root_names, root),
         }
-        yield self._with_hints(root_names, pa.table(arrays), root=True)
+        yield (), pa.table(arrays)
         self.stats.add_rows(root_names.name, root.rows)
 
         child_keys: dict[TablePath, pa.Array] = {}
@@ -419,15 +441,15 @@ class _Assembler:
                 arrays[DELETED] = pa.nulls(table.rows, pa.bool_())
             child_keys[path] = arrays[ROOT_KEY]
             self.stats.add_rows(names.name, table.rows)
-            yield self._with_hints(names, pa.table(arrays), root=False)
+            yield path, pa.table(arrays)
         if self.merge:
             yield from self._clear_markers(batch.keys, child_keys)
 
     def _clear_markers(
         self, keys: pa.Array, child_keys: dict[TablePath, pa.Array]
-    ) -> Iterator[TDataItems]:
+    ) -> Iterator[tuple[TablePath, pa.Table]]:
         """Marker rows clearing, in every known child table, the old rows of documents that have none now."""
-        for path, names in list(self.names.tables.items()):
+        for path in list(self.names.tables):
             if path == ():
                 continue
             present = child_keys.get(path)
@@ -439,7 +461,7 @@ class _Assembler:
                 LOAD_ID: self._load_ids(len(missing)),
                 DELETED: pa.array([True] * len(missing), pa.bool_()),
             })
-            yield self._with_hints(names, markers, root=False)
+            yield path, markers
 
     def _load_ids(self, rows: int) -> pa.Array:
         # every row names its package, so a load that never completed can be undone (warehouse.py)
@@ -620,6 +642,7 @@ def mongodb_collection(
             while pending:
                 batch = _result(*pending.popleft(), run_settings, boundary, label)
                 yield from _use(batch, assembler, cursor_state, run_stats)
+            yield from assembler.flush()
             if count_documents and run_stats.count_error is None:
                 run_stats.count_after = _count(source, query, run_stats)
         finally:
