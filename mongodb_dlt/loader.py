@@ -35,7 +35,9 @@ import duckdb
 import pymongo.errors
 from dlt.common.destination import Destination
 from dlt.common.destination.exceptions import SqlClientNotAvailable
+from dlt.common.pipeline import ExtractInfo
 from dlt.common.schema import Schema
+from dlt.common.schema.typing import MERGE_DISPOSITION_HINTS
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
@@ -87,6 +89,8 @@ LAZILY_IMPORTED_BY_DLT = (
     "dlt.common.libs.sql_alchemy_compat",
 )
 _TRUNCATE_STAGING = "load.truncate_staging_dataset"
+DEDUPLICATED_HINT = MERGE_DISPOSITION_HINTS["deduplicated"]
+"""dlt's table hint for a merge whose staging rows need no deduplication (``x-stage-data-deduplicated``)."""
 _imports_ready = threading.Event()
 _imports_lock = threading.Lock()
 
@@ -445,13 +449,17 @@ class MongoDltLoader(dg.ConfigurableResource):
             count_documents=count_rows and reads_whole_collection(collection),
         )
         # a failed extract leaves nothing in the warehouse; the next run drops its package with the folder
-        pipeline.extract(resource, loader_file_format=self.file_format)  # type: ignore[arg-type]
+        extract_info = pipeline.extract(resource, loader_file_format=self.file_format)  # type: ignore[arg-type]
+        root_table = pipeline.default_schema.naming.normalize_tables_path(collection.table_name)
         try:
+            met_once = collection.write_disposition == "merge" and _declare_deduplicated(
+                pipeline, extract_info, root_table, self.memory_limit, log
+            )
             pipeline.normalize()
             with self.session(log) as destination:
                 load_info = pipeline.load(destination=destination)
-                _remove_superseded_children(pipeline, collection, log)
-                root_table = pipeline.default_schema.naming.normalize_tables_path(collection.table_name)
+                if not met_once:  # a read that met no document twice left no older version behind
+                    _remove_superseded_children(pipeline, collection, log)
                 warehouse = (
                     _count_warehouse(pipeline, root_table, load_info.loads_ids, reads_whole_collection(collection))
                     if count_rows
@@ -565,6 +573,57 @@ def _remove_superseded_children(pipeline: dlt.Pipeline, collection: CollectionCo
         log.info(f"{label}: documents met twice by the read (updated while it ran) keep their newest version; "
                  "removed the older version's array elements: "
                  + ", ".join(f"{table}: {rows}" for table, rows in removed.items()))
+
+
+class _StorageSchemaUsed(logging.Filter):
+    """Drops dlt's warning that normalize used the pipeline's schema rather than the one saved with the extracted
+    package, for our pipelines: ``_declare_deduplicated`` sets a hint between the two steps for that purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return " with schema mongodb_dlt_" not in message or "from extract package schema hash" not in message
+
+
+_STORAGE_SCHEMA_USED = _StorageSchemaUsed()
+
+
+def _declare_deduplicated(
+    pipeline: dlt.Pipeline,
+    extract_info: ExtractInfo,
+    root_table: str,
+    memory_limit: str | None,
+    log: logging.Logger,
+) -> bool:
+    """Tells dlt's merge whether the extracted root rows hold each document once, as they do unless the read met a
+    document twice: dlt then inserts them as they are instead of numbering every staging row per key to keep one
+    (a window over the whole table, most of a first load's SQL). Decided afresh for every package from the rows
+    themselves, never carried over; when in doubt dlt deduplicates. True when every document came once."""
+    table = pipeline.default_schema.tables.get(root_table)
+    if table is None:
+        return True  # no documents: nothing to merge
+    files = [
+        job.file_path
+        for package in extract_info.load_packages
+        for job in package.jobs.get("new_jobs", [])
+        if job.job_file_info.table_name == root_table
+    ]
+    logging.getLogger("dlt").addFilter(_STORAGE_SCHEMA_USED)
+    unique = False
+    if files and all(file.endswith(".parquet") for file in files):
+        config = {"memory_limit": memory_limit} if memory_limit else {}
+        try:
+            with duckdb.connect(config=config) as connection:
+                connection.execute("SET temp_directory = ?", [str(Path(pipeline.working_dir) / "duckdb_tmp")])
+                found = connection.execute(
+                    f"SELECT COUNT(*) FROM (SELECT 1 FROM read_parquet(?) GROUP BY \"{DOCUMENT_KEY}\""
+                    " HAVING COUNT(*) > 1 LIMIT 1)",
+                    [files],
+                ).fetchone()
+            unique = found is not None and found[0] == 0
+        except duckdb.Error as error:
+            log.debug(f"{root_table}: could not count repeated document keys ({error}); dlt deduplicates")
+    table[DEDUPLICATED_HINT] = unique  # type: ignore[literal-required]
+    return unique
 
 
 class _ProgressLogger:

@@ -3,6 +3,7 @@ and BigQuery up to the network boundary (extract and normalize run; nothing is s
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -338,3 +339,47 @@ def test_a_document_met_twice_by_one_read_keeps_its_newest_version_only(
             "(select 1 from mongo_shop.orders r where r._dlt_id = c._dlt_root_id)"
         ).fetchone()
         assert orphans == (0,)
+
+
+def _stored_deduplicated_hint(tmp_path: Path) -> Any:
+    """The ``x-stage-data-deduplicated`` hint of the root table in the schema the newest load was made with."""
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
+        stored = connection.execute(
+            "select v.schema from mongo_shop._dlt_loads l join mongo_shop._dlt_version v"
+            " on v.version_hash = l.schema_version_hash order by l.load_id desc limit 1"
+        ).fetchone()
+    assert stored is not None
+    return json.loads(stored[0])["tables"]["orders"].get("x-stage-data-deduplicated")
+
+
+def test_a_merge_skips_deduplication_only_for_a_package_whose_keys_are_all_distinct(
+    tmp_path: Path, standin: MongoStandIn
+) -> None:
+    """dlt's merge numbers every staging row per key unless told the rows are distinct. Each package is checked
+    from its own rows: distinct keys are declared so; keys that repeat (here a user key two documents share) are
+    deduplicated, although the schema stored by the run before said otherwise."""
+    orders = standin.client.shop.orders
+    orders.insert_many([{"_id": i, "sku": f"s{i}", "seq": i, "items": [{"v": i}]} for i in range(6)])
+    loader, collection = _collection_config(tmp_path, "{primary_key: sku}")
+    assert loader.load_collection(collection, "mongo_shop").succeeded
+    assert _stored_deduplicated_hint(tmp_path) is True
+
+    orders.insert_one({"_id": 6, "sku": "s2", "seq": 60, "items": [{"v": 60}]})
+    second = loader.load_collection(collection, "mongo_shop")
+    assert second.succeeded, second.error
+    assert _stored_deduplicated_hint(tmp_path) is False
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
+        assert connection.execute("select count(*), count(distinct sku) from mongo_shop.orders").fetchone() == (6, 6)
+        # one of the two documents, and its own array elements only
+        kept = connection.execute("select _dlt_id, _id from mongo_shop.orders where sku = 's2'").fetchall()
+        assert len(kept) == 1
+        items = connection.execute(
+            "select v from mongo_shop.orders__items c join mongo_shop.orders r on r._dlt_id = c._dlt_root_id "
+            "where r.sku = 's2'"
+        ).fetchall()
+        assert items == [(kept[0][1] * 10 if kept[0][1] == 6 else 2,)]
+        assert connection.execute("select count(*) from mongo_shop.orders__items").fetchone() == (6,)
+
+    orders.delete_one({"_id": 6})
+    assert loader.load_collection(collection, "mongo_shop").succeeded
+    assert _stored_deduplicated_hint(tmp_path) is True
