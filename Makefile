@@ -28,8 +28,8 @@ test: $(STAMP)
 	$(BIN)/ruff check mongodb_dlt mongodb_dlt_tests benchmarks
 	$(BIN)/pytest -q
 
-# pymongoarrow (the client-side limit we meant to compare with) needs pyarrow 25 and cannot join .venv's pyarrow 26:
-# arrow_throughput.py measures the limit with bson + pyarrow + duckdb, all already in .venv.
+# arrow_throughput.py measures the client-side limit with pymongoarrow, which needs pyarrow 25 and cannot join
+# .venv's pyarrow 26: it creates benchmarks/.limit-venv from benchmarks/limit-requirements.txt on first use.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/definitions_load.py
 	$(BIN)/python benchmarks/arrow_throughput.py

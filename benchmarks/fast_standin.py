@@ -11,8 +11,9 @@ database ``--database`` (default ``bench``), all views of one deterministic sequ
 
 Every document has ``_id`` (ObjectId), ``seq`` (int) and ``created_at`` (date), all increasing with the stored
 order, so ``find`` answers a sort on any of them ascending, and a filter ``{}``, ``{f: {$gte|$gt|$lt|$lte: v}}``,
-``{f: {$ne: null}}``, ``{f: {$exists: true}}`` or ``{$and: [...]}`` of those, by binary search. Anything else
-gets an error reply instead of a wrong answer.
+``{f: {$ne: null}}``, ``{f: {$exists: true}}`` or ``{$and: [...]}`` of those, by binary search; a projection
+only when it keeps every field (pymongoarrow sends one). Anything else gets an error reply instead of a wrong
+answer.
 
 Protocol: OP_MSG (2013) and the legacy OP_QUERY (2004) handshake, answered with OP_REPLY. Commands: hello /
 isMaster, ping, buildInfo, endSessions, listCollections, count (``{}`` or the filters above), find, getMore,
@@ -113,6 +114,28 @@ def make_document(i: int) -> dict[str, Any]:
         "total": Decimal128(f"{total_cents // 100}.{total_cents % 100:02d}"),
         "note": note,
     }
+
+
+def _leaf_paths(value: Any, prefix: str = "") -> set[str]:
+    """Dotted paths of a document's leaves, through arrays of documents (``items.sku``)."""
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        return set().union(*(_leaf_paths(item, prefix) for item in value))
+    if isinstance(value, dict):
+        return set().union(*(_leaf_paths(child, f"{prefix}{key}.") for key, child in value.items()))
+    return {prefix[:-1]}
+
+
+LEAF_PATHS = frozenset(_leaf_paths(make_document(0)))
+
+
+def _keeps_every_field(projection: dict[str, Any] | None) -> bool:
+    """No projection, or one that includes every field the orders have (pymongoarrow sends its schema's leaf
+    paths): the stored bytes answer both."""
+    if not projection:
+        return True
+    if not all(value in (1, True) for value in projection.values()):
+        return False
+    return all(any(leaf == key or leaf.startswith(key + ".") for key in projection) for leaf in LEAF_PATHS)
 
 
 @dataclass
@@ -301,8 +324,10 @@ class Server:
         for key, direction in (command.get("sort") or {}).items():
             if key not in _ORDERED_FIELDS or direction != 1:
                 raise CommandError(f"fast stand-in: unsupported sort {command['sort']!r}")
-        if command.get("projection") or command.get("skip") or command.get("collation"):
-            raise CommandError("fast stand-in: projection, skip and collation are not supported")
+        if not _keeps_every_field(command.get("projection")) or command.get("skip") or command.get("collation"):
+            raise CommandError(
+                "fast stand-in: skip, collation and projections that leave out a field are not supported"
+            )
         start, stop = _range_for(self.store, collection, command.get("filter") or {})
         limit = int(command.get("limit") or 0)
         single_batch = bool(command.get("singleBatch")) or limit < 0
