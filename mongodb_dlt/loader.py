@@ -56,6 +56,7 @@ from mongodb_dlt.source import ExtractStats, NewColumn, display_cursor, mongodb_
 from mongodb_dlt.warehouse import (
     DestinationNotWritableError,
     duckdb_connection,
+    holds_no_tables_of,
     remove_superseded_children,
     rollback_incomplete_loads,
 )
@@ -415,7 +416,12 @@ class MongoDltLoader(dg.ConfigurableResource):
             # Finds out before the extract whether the warehouse can be written, and undoes a load that died.
             with self.session(log) as destination:
                 pipeline = self.pipeline(collection, dataset_name, destination)
-            return self._extract_and_load(pipeline, collection, dataset_name, log, count_rows)
+                first_load = (
+                    collection.write_disposition == "merge"
+                    and self.destination_type == "duckdb"
+                    and holds_no_tables_of(pipeline, _root_table(pipeline, collection))
+                )
+            return self._extract_and_load(pipeline, collection, dataset_name, log, count_rows, first_load)
 
     def _extract_and_load(
         self,
@@ -424,6 +430,7 @@ class MongoDltLoader(dg.ConfigurableResource):
         dataset_name: str,
         log: logging.Logger,
         count_rows: bool,
+        first_load: bool,
     ) -> CollectionLoadResult:
         label = f"{collection.database}.{collection.name}"
         cursor_field = collection.incremental.cursor_field if collection.incremental else None
@@ -447,14 +454,17 @@ class MongoDltLoader(dg.ConfigurableResource):
             schema_contract=collection.schema_contract,
             stats=stats,
             count_documents=count_rows and reads_whole_collection(collection),
+            first_load=first_load,
         )
         # a failed extract leaves nothing in the warehouse; the next run drops its package with the folder
         extract_info = pipeline.extract(resource, loader_file_format=self.file_format)  # type: ignore[arg-type]
-        root_table = pipeline.default_schema.naming.normalize_tables_path(collection.table_name)
+        root_table = _root_table(pipeline, collection)
         try:
             met_once = collection.write_disposition == "merge" and _declare_deduplicated(
                 pipeline, extract_info, root_table, self.memory_limit, log
             )
+            if first_load and met_once:
+                _append_first_load(pipeline, resource.name)
             pipeline.normalize()
             with self.session(log) as destination:
                 load_info = pipeline.load(destination=destination)
@@ -573,6 +583,22 @@ def _remove_superseded_children(pipeline: dlt.Pipeline, collection: CollectionCo
         log.info(f"{label}: documents met twice by the read (updated while it ran) keep their newest version; "
                  "removed the older version's array elements: "
                  + ", ".join(f"{table}: {rows}" for table, rows in removed.items()))
+
+
+def _root_table(pipeline: dlt.Pipeline, collection: CollectionConfig) -> str:
+    naming = pipeline.default_schema.naming if pipeline.default_schema_name else Schema(pipeline.pipeline_name).naming
+    return naming.normalize_tables_path(collection.table_name)
+
+
+def _append_first_load(pipeline: dlt.Pipeline, resource_name: str) -> None:
+    """A merge collection's first load, whose documents each came once, goes in by dlt's append: nothing in the
+    warehouse to merge with, so no staging copy and no merge statements. The next extract sets merge again (the
+    source's hints), and that load merges into what this one appended."""
+    for table in pipeline.default_schema.data_tables():
+        if table.get("resource") == resource_name:
+            table["write_disposition"] = "append"
+            for column in table["columns"].values():
+                column.pop("hard_delete", None)  # merge-only: dlt would warn that append ignores it
 
 
 class _StorageSchemaUsed(logging.Filter):

@@ -377,6 +377,7 @@ class _Assembler:
         stats: ExtractStats,
         load_id: str | None,
         cursor_path: FieldPath | None = None,
+        first_load: bool = False,
     ) -> None:
         self.names = names
         self.load_id = load_id
@@ -385,6 +386,7 @@ class _Assembler:
         self.schema_contract = schema_contract
         self.stats = stats
         self.merge = write_disposition == "merge"
+        self.clear_missing = self.merge and not first_load  # the warehouse holds no old array elements to clear
         self.pending: dict[TablePath, list[pa.Table]] = {}
         self.pending_bytes = 0
 
@@ -442,7 +444,7 @@ class _Assembler:
             child_keys[path] = arrays[ROOT_KEY]
             self.stats.add_rows(names.name, table.rows)
             yield path, pa.table(arrays)
-        if self.merge:
+        if self.clear_missing:
             yield from self._clear_markers(batch.keys, child_keys)
 
     def _clear_markers(
@@ -549,6 +551,7 @@ def mongodb_collection(
     stats: ExtractStats | None = None,
     conversion_processes: int | None = None,
     count_documents: bool = False,
+    first_load: bool = False,
 ) -> DltResource:
     """A dlt resource that reads one collection; nothing connects until dlt extracts it.
 
@@ -560,7 +563,8 @@ def mongodb_collection(
     ``conversion_processes`` caps the worker processes (0: convert in this process; default: all cores).
     ``count_documents`` counts the documents matching the read's query (same client, same query) just before
     and just after the read, into ``stats.count_before`` and ``stats.count_after``: the two ends of what a read
-    racing with writers can have seen. A ``limit`` is not applied to the counts.
+    racing with writers can have seen. A ``limit`` is not applied to the counts. ``first_load`` says the warehouse
+    holds none of the collection's tables: a merge then writes no rows that clear old array elements.
     """
     label = f"{database}.{collection}"
     if client is None and connection_url is None:
@@ -595,7 +599,7 @@ def mongodb_collection(
         except CurrentLoadPackageStateNotAvailable:
             load_id = None  # iterated outside a pipeline: nothing is loaded, so nothing can need undoing
         assembler = _Assembler(
-            names, write_disposition, schema_contract, run_stats, load_id, run_settings.cursor_path
+            names, write_disposition, schema_contract, run_stats, load_id, run_settings.cursor_path, first_load
         )
         cursor_state = _CursorState.load(dlt.current.resource_state(), cursor_field) if cursor_field else None
 

@@ -1,5 +1,5 @@
-"""What we do to the warehouse around dlt's own load: wait for a DuckDB file another process holds, and undo
-loads that never completed.
+"""What we do to the warehouse around dlt's own load: wait for a DuckDB file another process holds, undo loads
+that never completed, and tell a collection's first load (nothing to merge into) from the others.
 
 dlt applies a package job by job and records the package in ``_dlt_loads`` only at the end, so a process that
 dies in between leaves rows in the warehouse that no completed load owns. Every row we write carries its
@@ -156,3 +156,22 @@ def remove_superseded_children(pipeline: dlt.Pipeline) -> dict[str, int]:
                 sql.execute_sql(f"DELETE FROM {child} AS c WHERE {orphan}", schema_name)
                 removed[name] = int(rows[0][0])
     return removed
+
+
+def holds_no_tables_of(pipeline: dlt.Pipeline, root_table: str) -> bool:
+    """True when the dataset (on a destination with ``information_schema``, such as DuckDB) has neither the
+    collection's root table nor a table named like one of its child tables (``<root>__...``): a load can then
+    append instead of merging. False whenever the warehouse cannot tell: merging is always right, appending only
+    into nothing."""
+    try:
+        with pipeline.sql_client() as sql:
+            rows = sql.execute_sql(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s"
+                " AND (table_name = %s OR starts_with(table_name, %s))",
+                pipeline.dataset_name,
+                root_table,
+                f"{root_table}__",
+            )
+    except Exception:
+        return False
+    return bool(rows) and rows[0][0] == 0

@@ -294,12 +294,79 @@ def test_a_document_that_cannot_be_converted_is_named_by_id_and_field() -> None:
 def test_merge_staging_is_emptied_after_each_load(tmp_path: Path, standin: MongoStandIn) -> None:
     standin.client.shop.orders.insert_many([{"_id": i, "lines": [{"sku": "a"}]} for i in range(8)])
     loader, orders = _collection_config(tmp_path, "{}")
-    assert loader.load_collection(orders, "mongo_shop").succeeded
+    assert loader.load_collection(orders, "mongo_shop").succeeded  # the first load appends, without staging
+    standin.client.shop.orders.update_one({"_id": 3}, {"$set": {"lines": [{"sku": "b"}, {"sku": "c"}]}})
+    assert loader.load_collection(orders, "mongo_shop").succeeded  # merges through mongo_shop_staging
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
         assert connection.execute("select count(*) from mongo_shop.orders").fetchone() == (8,)
+        assert connection.execute("select count(*) from mongo_shop.orders__lines").fetchone() == (9,)
         for table in ("orders", "orders__lines"):
             assert connection.execute(f"select count(*) from mongo_shop_staging.{table}").fetchone() == (0,)
 
+
+def _staging_tables(tmp_path: Path) -> set[str]:
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
+        rows = connection.execute(
+            "select table_name from information_schema.tables where table_schema = 'mongo_shop_staging'"
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def test_a_merge_collections_first_load_appends_and_later_loads_merge_into_it(
+    tmp_path: Path, standin: MongoStandIn
+) -> None:
+    """Into a warehouse holding none of its tables, a merge collection's first load appends (no staging copy, no
+    merge statements); the loads after it merge: arrays that grow, shrink and empty, and documents that go."""
+    orders = standin.client.shop.orders
+    orders.insert_many([{"_id": i, "lines": [{"sku": f"a{i}"}] * (i % 3)} for i in range(6)])
+    loader, collection = _collection_config(tmp_path, "{}")
+    assert loader.load_collection(collection, "mongo_shop").succeeded
+    assert not _staging_tables(tmp_path)
+
+    orders.update_one({"_id": 1}, {"$set": {"lines": []}})
+    orders.update_one({"_id": 2}, {"$set": {"lines": [{"sku": "b"}] * 4}})
+    orders.update_one({"_id": 0}, {"$set": {"lines": [{"sku": "c"}]}})
+    assert loader.load_collection(collection, "mongo_shop").succeeded
+    assert {"orders", "orders__lines"} <= _staging_tables(tmp_path)
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
+        lines = connection.execute(
+            "select r._id, count(c._dlt_id) from mongo_shop.orders r left join mongo_shop.orders__lines c"
+            " on c._dlt_root_id = r._dlt_id group by r._id order by r._id"
+        ).fetchall()
+        assert lines == [(0, 1), (1, 0), (2, 4), (3, 0), (4, 1), (5, 2)]
+        assert connection.execute("select count(*) from mongo_shop.orders__lines").fetchone() == (8,)
+
+
+def test_a_first_load_whose_documents_repeat_a_key_merges(tmp_path: Path, standin: MongoStandIn) -> None:
+    """Two documents with one primary key in a first load: appending would keep both, so it merges."""
+    standin.client.shop.orders.insert_many(
+        [{"_id": i, "sku": f"s{i % 3}", "lines": [{"n": i}]} for i in range(4)]  # s0 twice
+    )
+    loader, collection = _collection_config(tmp_path, "{primary_key: sku}")
+    assert loader.load_collection(collection, "mongo_shop").succeeded
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
+        assert connection.execute("select count(*), count(distinct sku) from mongo_shop.orders").fetchone() == (3, 3)
+        orphans = connection.execute(
+            "select count(*) from mongo_shop.orders__lines c where not exists"
+            " (select 1 from mongo_shop.orders r where r._dlt_id = c._dlt_root_id)"
+        ).fetchone()
+        assert orphans == (0,)
+        assert connection.execute("select count(*) from mongo_shop.orders__lines").fetchone() == (3,)
+
+
+def test_a_table_of_the_collections_name_already_in_the_warehouse_means_no_first_load(
+    tmp_path: Path, standin: MongoStandIn
+) -> None:
+    """A table named like one of the collection's, put there by anything else, makes the load merge: appending is
+    only for a warehouse holding none of them."""
+    standin.client.shop.orders.insert_many([{"_id": i, "lines": [{"n": i}]} for i in range(3)])
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as connection:
+        connection.execute("create schema mongo_shop; create table mongo_shop.orders__old (x int)")
+    loader, collection = _collection_config(tmp_path, "{}")
+    assert loader.load_collection(collection, "mongo_shop").succeeded
+    assert {"orders", "orders__lines"} <= _staging_tables(tmp_path)
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
+        assert connection.execute("select count(*) from mongo_shop.orders").fetchone() == (3,)
 
 def test_a_document_met_twice_by_one_read_keeps_its_newest_version_only(
     tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
