@@ -1,0 +1,557 @@
+/* The converter's common case in C: raw BSON documents -> the per-table column lists bson_arrow._Walker builds.
+ *
+ * walk(raw, max_depth, classify, cache, cache_limit) reads the concatenated documents of one server reply and
+ * returns (keys, tables), exactly what bson_arrow's Python walk over bson.decode_all's dicts produces for them,
+ * or None when the batch holds anything outside the common case. The caller then converts the batch in Python,
+ * which knows every case; this module never decides how a value lands, it only takes the path the Python walk
+ * would take, faster. The common case:
+ *
+ *   - values: double, string, document, array, ObjectId, boolean, date within years 1..9999, null, undefined,
+ *     int32, int64, and Decimal128 that DECIMAL(38, 9) holds exactly;
+ *   - no sub-document or array deeper than max_depth, no data-keyed map (classify says), no key twice in one
+ *     document (classify says), an _id that is an ObjectId, an integer, a string, null or missing;
+ *   - well-formed BSON with valid UTF-8 (anything else: the Python decoder raises the error users see).
+ *
+ * keys: the identity text of each document's _id (bson_arrow.identity). tables: a list, in the order the Python
+ * walk creates them, of (table_path, rows, slots, parent_rows, root_rows, list_index) where slots is
+ * {(prefix, key): {tag: [values]}} in first-seen order, as _TableBuilder holds them.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define BAIL 1
+#define FAIL (-1)
+#define VALUE 2   /* scalar(): a value to put */
+#define ELEMENT 3 /* next_element(): an element read */
+#define FLAG_DATA_MAP 1
+#define FLAG_REPEATED_KEY 2
+
+static const int64_t MIN_DATE_MS = -62135596800000LL;
+static const int64_t MAX_DATE_MS = 253402300799999LL;
+
+static PyObject *TAG_STRING, *TAG_INT64, *TAG_DOUBLE, *TAG_BOOL, *TAG_DATE, *TAG_OBJECTID, *TAG_DECIMAL;
+static PyObject *ELEMENT_KEY, *LIST_LEVEL_KEY, *EMPTY_TUPLE;
+
+/* A node is one prefix inside one table: a list [prefix tuple, slots {key: {tag: list}}, sub-documents
+ * {key: node}, arrays {key: table index}]. */
+enum { NODE_PREFIX, NODE_SLOTS, NODE_SUBNODES, NODE_ARRAYS, NODE_SIZE };
+
+typedef struct {
+    Py_ssize_t rows;
+    PyObject *path;   /* TablePath tuple */
+    PyObject *root;   /* node of prefix () */
+    PyObject *flat;   /* {(prefix, key): slot} in first-seen order */
+    PyObject *parent_rows, *root_rows, *list_index;
+} Table;
+
+typedef struct {
+    Table *tables;
+    Py_ssize_t count, capacity;
+    long long max_depth;
+    PyObject *classify, *cache;
+    Py_ssize_t cache_limit;
+} Walker;
+
+typedef struct {
+    unsigned char type;
+    const char *key;
+    Py_ssize_t key_length;
+    const char *value;
+    Py_ssize_t value_length;
+} Element;
+
+static int32_t read_int32(const char *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return (int32_t)v; /* BSON is little-endian, as every platform this builds on */
+}
+
+static int64_t read_int64(const char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return (int64_t)v;
+}
+
+/* The next element of the document doc[0:length] from *position: ELEMENT with *element filled, 0 at the end,
+ * BAIL on anything malformed or outside the common case. */
+static int next_element(const char *doc, Py_ssize_t length, Py_ssize_t *position, Element *element) {
+    Py_ssize_t p = *position;
+    if (p >= length) return BAIL;
+    unsigned char type = (unsigned char)doc[p];
+    if (type == 0) return p == length - 1 ? 0 : BAIL;
+    p++;
+    const char *key = doc + p;
+    const char *nul = memchr(key, 0, (size_t)(length - p));
+    if (nul == NULL) return BAIL;
+    Py_ssize_t key_length = nul - key;
+    p += key_length + 1;
+    Py_ssize_t size;
+    switch (type) {
+    case 0x01: case 0x09: case 0x12: size = 8; break;
+    case 0x07: size = 12; break;
+    case 0x08: size = 1; break;
+    case 0x10: size = 4; break;
+    case 0x13: size = 16; break;
+    case 0x06: case 0x0A: size = 0; break;
+    case 0x02:
+        if (length - p < 4) return BAIL;
+        size = (Py_ssize_t)read_int32(doc + p) + 4;
+        if (size < 5 || size > length - p || doc[p + size - 1] != 0) return BAIL;
+        break;
+    case 0x03: case 0x04:
+        if (length - p < 4) return BAIL;
+        size = read_int32(doc + p);
+        if (size < 5 || size > length - p || doc[p + size - 1] != 0) return BAIL;
+        break;
+    default:
+        return BAIL;
+    }
+    if (size > length - 1 - p) return BAIL; /* the document's own terminator must follow */
+    if (type == 0x08 && doc[p] != 0 && doc[p] != 1) return BAIL;
+    element->type = type;
+    element->key = key;
+    element->key_length = key_length;
+    element->value = doc + p;
+    element->value_length = size;
+    *position = p + size;
+    return ELEMENT;
+}
+
+/* The document's keys as a tuple of str, or NULL with *status BAIL (bad UTF-8, malformed) or FAIL. */
+static PyObject *document_keys(const char *doc, Py_ssize_t length, int *status) {
+    PyObject *keys = PyList_New(0);
+    if (keys == NULL) { *status = FAIL; return NULL; }
+    Py_ssize_t position = 4;
+    Element element;
+    int found;
+    while ((found = next_element(doc, length, &position, &element)) == ELEMENT) {
+        PyObject *key = PyUnicode_DecodeUTF8(element.key, element.key_length, NULL);
+        if (key == NULL) { PyErr_Clear(); Py_DECREF(keys); *status = BAIL; return NULL; }
+        int appended = PyList_Append(keys, key);
+        Py_DECREF(key);
+        if (appended < 0) { Py_DECREF(keys); *status = FAIL; return NULL; }
+    }
+    if (found != 0) { Py_DECREF(keys); *status = BAIL; return NULL; }
+    PyObject *tuple = PyList_AsTuple(keys);
+    Py_DECREF(keys);
+    if (tuple == NULL) *status = FAIL;
+    return tuple;
+}
+
+/* classify(keys) through the cache: FLAG_* bits, or -1 with an error set. */
+static long classify_keys(Walker *w, PyObject *keys) {
+    PyObject *cached = PyDict_GetItemWithError(w->cache, keys);
+    if (cached != NULL) return PyLong_AsLong(cached);
+    if (PyErr_Occurred()) return -1;
+    PyObject *flags = PyObject_CallOneArg(w->classify, keys);
+    if (flags == NULL) return -1;
+    long value = PyLong_AsLong(flags);
+    if (PyDict_GET_SIZE(w->cache) < w->cache_limit && PyDict_SetItem(w->cache, keys, flags) < 0) value = -1;
+    Py_DECREF(flags);
+    return value;
+}
+
+static PyObject *new_node(PyObject *prefix) {
+    PyObject *node = PyList_New(NODE_SIZE);
+    if (node == NULL) return NULL;
+    Py_INCREF(prefix);
+    PyList_SET_ITEM(node, NODE_PREFIX, prefix);
+    for (int i = NODE_SLOTS; i < NODE_SIZE; i++) {
+        PyObject *d = PyDict_New();
+        if (d == NULL) { Py_DECREF(node); return NULL; }
+        PyList_SET_ITEM(node, i, d);
+    }
+    return node;
+}
+
+/* Index of a new table at path, or -1. */
+static Py_ssize_t new_table(Walker *w, PyObject *path) {
+    if (w->count == w->capacity) {
+        Py_ssize_t capacity = w->capacity ? w->capacity * 2 : 8;
+        Table *tables = PyMem_Realloc(w->tables, (size_t)capacity * sizeof(Table));
+        if (tables == NULL) { PyErr_NoMemory(); return -1; }
+        w->tables = tables;
+        w->capacity = capacity;
+    }
+    Table *t = &w->tables[w->count];
+    memset(t, 0, sizeof(Table));
+    Py_INCREF(path);
+    t->path = path;
+    t->root = new_node(EMPTY_TUPLE);
+    t->flat = PyDict_New();
+    t->parent_rows = PyList_New(0);
+    t->root_rows = PyList_New(0);
+    t->list_index = PyList_New(0);
+    w->count++; /* counted even when incomplete, so the walker frees it */
+    if (!t->root || !t->flat || !t->parent_rows || !t->root_rows || !t->list_index) return -1;
+    return w->count - 1;
+}
+
+/* The slot {tag: list} of key in node, created (and registered in first-seen order) when missing; borrowed. */
+static PyObject *get_slot(Walker *w, Py_ssize_t table, PyObject *node, PyObject *key) {
+    PyObject *slots = PyList_GET_ITEM(node, NODE_SLOTS);
+    PyObject *slot = PyDict_GetItemWithError(slots, key);
+    if (slot != NULL || PyErr_Occurred()) return slot;
+    slot = PyDict_New();
+    if (slot == NULL) return NULL;
+    PyObject *flat_key = PyTuple_Pack(2, PyList_GET_ITEM(node, NODE_PREFIX), key);
+    int failed = flat_key == NULL || PyDict_SetItem(slots, key, slot) < 0 ||
+                 PyDict_SetItem(w->tables[table].flat, flat_key, slot) < 0;
+    Py_XDECREF(flat_key);
+    Py_DECREF(slot); /* both dicts hold it */
+    return failed ? NULL : slot;
+}
+
+/* slot[tag], padded with None up to row, gets value (a new reference, always consumed). */
+static int put(Walker *w, Py_ssize_t table, PyObject *node, PyObject *key, PyObject *tag, Py_ssize_t row,
+               PyObject *value) {
+    if (value == NULL) return FAIL;
+    PyObject *slot = get_slot(w, table, node, key);
+    if (slot == NULL) { Py_DECREF(value); return FAIL; }
+    PyObject *column = PyDict_GetItemWithError(slot, tag);
+    if (column == NULL) {
+        if (PyErr_Occurred() || (column = PyList_New(0)) == NULL) { Py_DECREF(value); return FAIL; }
+        int set = PyDict_SetItem(slot, tag, column);
+        Py_DECREF(column);
+        if (set < 0) { Py_DECREF(value); return FAIL; }
+    }
+    Py_ssize_t size = PyList_GET_SIZE(column);
+    if (size > row) { Py_DECREF(value); return BAIL; } /* written twice in one row: not the common case */
+    for (; size < row; size++) {
+        if (PyList_Append(column, Py_None) < 0) { Py_DECREF(value); return FAIL; }
+    }
+    int appended = PyList_Append(column, value);
+    Py_DECREF(value);
+    return appended < 0 ? FAIL : 0;
+}
+
+/* Decimal128 as the integer value * 10**9 when DECIMAL(38, 9) holds it exactly (bson_arrow.decimal_unscaled);
+ * NULL with *status BAIL when it does not. */
+static PyObject *decimal_unscaled(const char *bid, int *status) {
+    uint64_t low = (uint64_t)read_int64(bid), high = (uint64_t)read_int64(bid + 8);
+    const uint64_t infinity_mask = 0x78ULL << 56, large_form_mask = 3ULL << 61;
+    if ((high & infinity_mask) == infinity_mask) { *status = BAIL; return NULL; }
+    if ((high & large_form_mask) == large_form_mask) return PyLong_FromLong(0);
+    long exponent = (long)((high >> 49) & 0x3FFF) - 6176;
+    unsigned __int128 coefficient = ((unsigned __int128)(high & ((1ULL << 49) - 1)) << 64) | low;
+    if (coefficient == 0) return PyLong_FromLong(0);
+    long shift = exponent + 9;
+    if (shift > 38 || shift < -38) { *status = BAIL; return NULL; }
+    unsigned __int128 power = 1, limit = 1;
+    for (int i = 0; i < 38; i++) limit *= 10;
+    for (long i = 0; i < (shift < 0 ? -shift : shift); i++) power *= 10;
+    unsigned __int128 unscaled;
+    if (shift < 0) {
+        if (coefficient % power != 0) { *status = BAIL; return NULL; }
+        unscaled = coefficient / power;
+    } else {
+        if (coefficient > (limit - 1) / power) { *status = BAIL; return NULL; }
+        unscaled = coefficient * power;
+    }
+    if (unscaled >= limit) { *status = BAIL; return NULL; }
+    int negative = (int)(high >> 63);
+    if (unscaled <= (unsigned __int128)INT64_MAX) {
+        long long v = (long long)unscaled;
+        return PyLong_FromLongLong(negative ? -v : v);
+    }
+    PyObject *high_part = PyLong_FromUnsignedLongLong((unsigned long long)(unscaled >> 64));
+    PyObject *sixty_four = PyLong_FromLong(64);
+    PyObject *shifted = high_part && sixty_four ? PyNumber_Lshift(high_part, sixty_four) : NULL;
+    PyObject *low_part = PyLong_FromUnsignedLongLong((unsigned long long)unscaled);
+    PyObject *value = shifted && low_part ? PyNumber_Or(shifted, low_part) : NULL;
+    Py_XDECREF(high_part); Py_XDECREF(sixty_four); Py_XDECREF(shifted); Py_XDECREF(low_part);
+    if (value != NULL && negative) {
+        PyObject *negated = PyNumber_Negative(value);
+        Py_DECREF(value);
+        value = negated;
+    }
+    return value;
+}
+
+/* VALUE with a scalar element's tag (borrowed) and value (new reference); 0 for null/undefined (nothing to
+ * put); BAIL or FAIL. Never called for documents or arrays. */
+static int scalar(const Element *e, PyObject **tag, PyObject **value) {
+    int status = FAIL;
+    switch (e->type) {
+    case 0x01: {
+        double d;
+        memcpy(&d, e->value, 8);
+        *tag = TAG_DOUBLE; *value = PyFloat_FromDouble(d); break;
+    }
+    case 0x02:
+        *value = PyUnicode_DecodeUTF8(e->value + 4, e->value_length - 5, NULL);
+        if (*value == NULL) { PyErr_Clear(); return BAIL; }
+        *tag = TAG_STRING; break;
+    case 0x07: *tag = TAG_OBJECTID; *value = PyBytes_FromStringAndSize(e->value, 12); break;
+    case 0x08: *tag = TAG_BOOL; *value = PyBool_FromLong(e->value[0]); break;
+    case 0x09: {
+        int64_t ms = read_int64(e->value);
+        if (ms < MIN_DATE_MS || ms > MAX_DATE_MS) return BAIL;
+        *tag = TAG_DATE; *value = PyLong_FromLongLong(ms); break;
+    }
+    case 0x10: *tag = TAG_INT64; *value = PyLong_FromLong(read_int32(e->value)); break;
+    case 0x12: *tag = TAG_INT64; *value = PyLong_FromLongLong(read_int64(e->value)); break;
+    case 0x13:
+        *value = decimal_unscaled(e->value, &status);
+        if (*value == NULL) return status == BAIL ? BAIL : FAIL;
+        *tag = TAG_DECIMAL; break;
+    case 0x06: case 0x0A: *value = NULL; return 0;
+    default: return BAIL;
+    }
+    return *value == NULL ? FAIL : VALUE;
+}
+
+/* The _id's identity text (bson_arrow.identity) from its element, or NULL with *status BAIL or FAIL. */
+static PyObject *identity(const Element *e, int *status) {
+    static const char hex[] = "0123456789abcdef";
+    switch (e->type) {
+    case 0x07: {
+        char text[2 + 24];
+        text[0] = 'o'; text[1] = ':';
+        for (int i = 0; i < 12; i++) {
+            unsigned char b = (unsigned char)e->value[i];
+            text[2 + 2 * i] = hex[b >> 4];
+            text[3 + 2 * i] = hex[b & 15];
+        }
+        return PyUnicode_FromStringAndSize(text, sizeof text);
+    }
+    case 0x10: return PyUnicode_FromFormat("n:%ld", (long)read_int32(e->value));
+    case 0x12: return PyUnicode_FromFormat("n:%lld", (long long)read_int64(e->value));
+    case 0x02: {
+        PyObject *text = PyUnicode_DecodeUTF8(e->value + 4, e->value_length - 5, NULL);
+        if (text == NULL) { PyErr_Clear(); *status = BAIL; return NULL; }
+        PyObject *prefixed = PyUnicode_FromFormat("s:%U", text);
+        Py_DECREF(text);
+        return prefixed;
+    }
+    case 0x06: case 0x0A: return PyUnicode_FromString("null");
+    default: *status = BAIL; return NULL;
+    }
+}
+
+static int walk_array(Walker *w, Py_ssize_t table, PyObject *node, PyObject *key, const Element *e,
+                      Py_ssize_t row, Py_ssize_t root_row, long long depth);
+
+/* bson_arrow._Walker.fields over the document doc[0:length], whose keys are given. */
+static int walk_fields(Walker *w, Py_ssize_t table, PyObject *node, const char *doc, Py_ssize_t length,
+                       PyObject *keys, Py_ssize_t row, Py_ssize_t root_row, long long depth) {
+    Py_ssize_t position = 4, index = 0;
+    Element e;
+    int found;
+    while ((found = next_element(doc, length, &position, &e)) == ELEMENT) {
+        PyObject *key = PyTuple_GET_ITEM(keys, index);
+        index++;
+        int status;
+        if (e.type == 0x03) {
+            /* subdocument: deeper than the nesting allows or a data-keyed map lands as JSON: not here */
+            if (depth + 1 > w->max_depth) return BAIL;
+            PyObject *sub_keys = document_keys(e.value, e.value_length, &status);
+            if (sub_keys == NULL) return status;
+            long flags = classify_keys(w, sub_keys);
+            if (flags < 0) { Py_DECREF(sub_keys); return FAIL; }
+            if (flags & (FLAG_DATA_MAP | FLAG_REPEATED_KEY)) { Py_DECREF(sub_keys); return BAIL; }
+            PyObject *subnodes = PyList_GET_ITEM(node, NODE_SUBNODES);
+            PyObject *sub = PyDict_GetItemWithError(subnodes, key);
+            if (sub == NULL) {
+                if (PyErr_Occurred()) { Py_DECREF(sub_keys); return FAIL; }
+                PyObject *one = PyTuple_Pack(1, key);
+                PyObject *sub_prefix = one ? PySequence_Concat(PyList_GET_ITEM(node, NODE_PREFIX), one) : NULL;
+                Py_XDECREF(one);
+                sub = sub_prefix ? new_node(sub_prefix) : NULL;
+                Py_XDECREF(sub_prefix);
+                if (sub == NULL || PyDict_SetItem(subnodes, key, sub) < 0) {
+                    Py_XDECREF(sub); Py_DECREF(sub_keys); return FAIL;
+                }
+                Py_DECREF(sub); /* the dict holds it */
+            }
+            status = walk_fields(w, table, sub, e.value, e.value_length, sub_keys, row, root_row, depth + 1);
+            Py_DECREF(sub_keys);
+            if (status != 0) return status;
+        } else if (e.type == 0x04) {
+            status = walk_array(w, table, node, key, &e, row, root_row, depth + 1);
+            if (status != 0) return status;
+        } else {
+            PyObject *tag, *value;
+            status = scalar(&e, &tag, &value);
+            if (status == 0) continue;
+            if (status != VALUE) return status;
+            status = put(w, table, node, key, tag, row, value);
+            if (status != 0) return status;
+        }
+    }
+    return found == 0 ? 0 : BAIL;
+}
+
+/* bson_arrow._Walker.array: the array e (at key of node in table) becomes rows of a child table. */
+static int walk_array(Walker *w, Py_ssize_t table, PyObject *node, PyObject *key, const Element *e,
+                      Py_ssize_t row, Py_ssize_t root_row, long long depth) {
+    if (depth > w->max_depth) return BAIL; /* stored as JSON */
+    PyObject *arrays = PyList_GET_ITEM(node, NODE_ARRAYS);
+    PyObject *found_index = PyDict_GetItemWithError(arrays, key);
+    Py_ssize_t child;
+    if (found_index != NULL) {
+        child = PyLong_AsSsize_t(found_index);
+    } else {
+        if (PyErr_Occurred()) return FAIL;
+        PyObject *one = PyTuple_Pack(1, key);
+        PyObject *field_path = one ? PySequence_Concat(PyList_GET_ITEM(node, NODE_PREFIX), one) : NULL;
+        PyObject *wrapped = field_path ? PyTuple_Pack(1, field_path) : NULL;
+        PyObject *path = wrapped ? PySequence_Concat(w->tables[table].path, wrapped) : NULL;
+        Py_XDECREF(one); Py_XDECREF(field_path); Py_XDECREF(wrapped);
+        if (path == NULL) return FAIL;
+        child = new_table(w, path);
+        Py_DECREF(path);
+        if (child < 0) return FAIL;
+        PyObject *index = PyLong_FromSsize_t(child);
+        int set = index ? PyDict_SetItem(arrays, key, index) : -1;
+        Py_XDECREF(index);
+        if (set < 0) return FAIL;
+    }
+    PyObject *child_root = w->tables[child].root;
+    if (get_slot(w, child, child_root, ELEMENT_KEY) == NULL) return FAIL;
+    Py_ssize_t position = 4, list_index = 0;
+    Element item;
+    int found;
+    while ((found = next_element(e->value, e->value_length, &position, &item)) == ELEMENT) {
+        Table *t = &w->tables[child];
+        Py_ssize_t child_row = t->rows++;
+        PyObject *numbers[3] = {PyLong_FromSsize_t(row), PyLong_FromSsize_t(root_row), PyLong_FromSsize_t(list_index)};
+        PyObject *lists[3] = {t->parent_rows, t->root_rows, t->list_index};
+        int failed = 0;
+        for (int i = 0; i < 3; i++) {
+            if (numbers[i] == NULL || PyList_Append(lists[i], numbers[i]) < 0) failed = 1;
+            Py_XDECREF(numbers[i]);
+        }
+        if (failed) return FAIL;
+        list_index++;
+        int status;
+        if (item.type == 0x03) {
+            PyObject *item_keys = document_keys(item.value, item.value_length, &status);
+            if (item_keys == NULL) return status;
+            long flags = classify_keys(w, item_keys);
+            if (flags < 0) { Py_DECREF(item_keys); return FAIL; }
+            if (flags & (FLAG_DATA_MAP | FLAG_REPEATED_KEY)) { Py_DECREF(item_keys); return BAIL; }
+            status = walk_fields(w, child, w->tables[child].root, item.value, item.value_length, item_keys,
+                                 child_row, root_row, depth);
+            Py_DECREF(item_keys);
+            if (status != 0) return status;
+        } else if (item.type == 0x04) {
+            status = walk_array(w, child, w->tables[child].root, LIST_LEVEL_KEY, &item, child_row, root_row,
+                                depth + 1);
+            if (status != 0) return status;
+        } else {
+            PyObject *tag, *value;
+            status = scalar(&item, &tag, &value);
+            if (status == 0) continue;
+            if (status != VALUE) return status;
+            status = put(w, child, w->tables[child].root, ELEMENT_KEY, tag, child_row, value);
+            if (status != 0) return status;
+        }
+    }
+    return found == 0 ? 0 : BAIL;
+}
+
+/* One root document at doc[0:length]: its fields, and its _id's identity appended to ids. */
+static int walk_document(Walker *w, const char *doc, Py_ssize_t length, PyObject *ids) {
+    int status = BAIL;
+    PyObject *keys = document_keys(doc, length, &status);
+    if (keys == NULL) return status;
+    long flags = classify_keys(w, keys);
+    if (flags < 0 || (flags & FLAG_REPEATED_KEY)) { Py_DECREF(keys); return flags < 0 ? FAIL : BAIL; }
+    PyObject *id = NULL;
+    Py_ssize_t position = 4;
+    Element e;
+    while (next_element(doc, length, &position, &e) == ELEMENT) {
+        if (e.key_length == 3 && memcmp(e.key, "_id", 3) == 0) {
+            status = BAIL;
+            id = identity(&e, &status);
+            if (id == NULL) { Py_DECREF(keys); return status; }
+            break;
+        }
+    }
+    if (id == NULL && (id = PyUnicode_FromString("null")) == NULL) { Py_DECREF(keys); return FAIL; }
+    int appended = PyList_Append(ids, id);
+    Py_DECREF(id);
+    if (appended < 0) { Py_DECREF(keys); return FAIL; }
+    Py_ssize_t row = w->tables[0].rows++;
+    status = walk_fields(w, 0, w->tables[0].root, doc, length, keys, row, row, 0);
+    Py_DECREF(keys);
+    return status;
+}
+
+static void free_walker(Walker *w) {
+    for (Py_ssize_t i = 0; i < w->count; i++) {
+        Table *t = &w->tables[i];
+        Py_XDECREF(t->path); Py_XDECREF(t->root); Py_XDECREF(t->flat);
+        Py_XDECREF(t->parent_rows); Py_XDECREF(t->root_rows); Py_XDECREF(t->list_index);
+    }
+    PyMem_Free(w->tables);
+}
+
+static PyObject *walk(PyObject *module, PyObject *args) {
+    Py_buffer raw;
+    Walker w = {0};
+    if (!PyArg_ParseTuple(args, "y*LOO!n", &raw, &w.max_depth, &w.classify, &PyDict_Type, &w.cache, &w.cache_limit))
+        return NULL;
+    PyObject *ids = PyList_New(0), *result = NULL;
+    int status = ids == NULL || new_table(&w, EMPTY_TUPLE) < 0 ? FAIL : 0;
+    const char *data = raw.buf;
+    Py_ssize_t offset = 0, size = raw.len;
+    while (status == 0 && offset < size) {
+        if (size - offset < 5) { status = BAIL; break; }
+        Py_ssize_t length = read_int32(data + offset);
+        if (length < 5 || length > size - offset || data[offset + length - 1] != 0) { status = BAIL; break; }
+        status = walk_document(&w, data + offset, length, ids);
+        offset += length;
+    }
+    if (status == 0) {
+        PyObject *tables = PyList_New(w.count);
+        for (Py_ssize_t i = 0; tables != NULL && i < w.count; i++) {
+            Table *t = &w.tables[i];
+            PyObject *entry = Py_BuildValue("(OnOOOO)", t->path, t->rows, t->flat, t->parent_rows, t->root_rows,
+                                            t->list_index);
+            if (entry == NULL) { Py_CLEAR(tables); break; }
+            PyList_SET_ITEM(tables, i, entry);
+        }
+        if (tables != NULL) {
+            result = PyTuple_Pack(2, ids, tables);
+            Py_DECREF(tables);
+        }
+    } else if (status == BAIL) {
+        result = Py_NewRef(Py_None);
+    }
+    Py_XDECREF(ids);
+    free_walker(&w);
+    PyBuffer_Release(&raw);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"walk", walk, METH_VARARGS,
+     "walk(raw, max_depth, classify, cache, cache_limit) -> (keys, tables) or None; see bson_arrow."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    .m_base = PyModuleDef_HEAD_INIT, .m_name = "_fastwalk", .m_size = -1, .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__fastwalk(void) {
+    TAG_STRING = PyUnicode_InternFromString("string");
+    TAG_INT64 = PyUnicode_InternFromString("int64");
+    TAG_DOUBLE = PyUnicode_InternFromString("double");
+    TAG_BOOL = PyUnicode_InternFromString("bool");
+    TAG_DATE = PyUnicode_InternFromString("date");
+    TAG_OBJECTID = PyUnicode_InternFromString("objectid");
+    TAG_DECIMAL = PyUnicode_InternFromString("decimal");
+    ELEMENT_KEY = PyUnicode_FromStringAndSize("\0element", 8);
+    LIST_LEVEL_KEY = PyUnicode_FromStringAndSize("\0list", 5);
+    EMPTY_TUPLE = PyTuple_New(0);
+    if (!TAG_STRING || !TAG_INT64 || !TAG_DOUBLE || !TAG_BOOL || !TAG_DATE || !TAG_OBJECTID || !TAG_DECIMAL ||
+        !ELEMENT_KEY || !LIST_LEVEL_KEY || !EMPTY_TUPLE)
+        return NULL;
+    return PyModule_Create(&module);
+}

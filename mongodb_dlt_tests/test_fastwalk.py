@@ -1,0 +1,246 @@
+"""The C walk (``mongodb_dlt._fastwalk``) converts exactly as the Python walk does, or leaves the batch to it.
+
+``bson_arrow.convert_raw_batch`` takes the C walk for the common case and the Python walk (bson's decoder, then
+``convert_documents``) for anything else. Every batch here is converted both ways and compared column by column,
+Arrow type and value: documents of the common case, where the C walk must answer, and documents of every BSON
+type and depth, where it must answer identically or not at all.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import bson
+import pytest
+from bson import ObjectId
+from bson.datetime_ms import DatetimeMS
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mongodb_dlt import bson_arrow
+from mongodb_dlt.bson_arrow import CODEC_OPTIONS, ConversionSettings, ConvertedBatch, convert_documents
+from mongodb_dlt_tests.test_roundtrip import AWKWARD_KEYS, collections, deep_bodies, id_kinds, with_ids
+
+pytestmark = pytest.mark.skipif(bson_arrow._fastwalk is None, reason="built without the C walk")
+
+SETTINGS = ConversionSettings()
+
+
+def python_walk(raw: bytes, conversion: ConversionSettings = SETTINGS) -> ConvertedBatch:
+    return convert_documents(bson.decode_all(raw, CODEC_OPTIONS), conversion)
+
+
+def c_walk(raw: bytes, conversion: ConversionSettings = SETTINGS) -> ConvertedBatch | None:
+    walked = bson_arrow._fastwalk.walk(
+        raw,
+        bson_arrow._max_depth(conversion),
+        bson_arrow._classifier(conversion.max_object_keys),
+        {},
+        bson_arrow._KEY_CLASS_LIMIT,
+    )
+    return None if walked is None else bson_arrow._batch_from_walk(*walked)
+
+
+def assert_same(fast: ConvertedBatch, slow: ConvertedBatch) -> None:
+    assert fast.documents == slow.documents
+    assert fast.keys.equals(slow.keys), (fast.keys, slow.keys)
+    assert list(fast.tables) == list(slow.tables)
+    for path, table in slow.tables.items():
+        other = fast.tables[path]
+        assert other.rows == table.rows, path
+        assert list(other.columns) == list(table.columns), path  # the same columns in the same order
+        for column, array in table.columns.items():
+            assert other.columns[column].type == array.type, (path, column)
+            # bit-exact, NaN and -0.0 included
+            assert other.columns[column].to_pylist() == array.to_pylist() or _same_floats(
+                other.columns[column].to_pylist(), array.to_pylist()
+            ), (path, column)
+        for links in ("parent_rows", "root_rows", "list_index"):
+            mine, theirs = getattr(other, links), getattr(table, links)
+            assert (mine is None and theirs is None) or mine.equals(theirs), (path, links)
+
+
+def _same_floats(left: list[Any], right: list[Any]) -> bool:
+    return len(left) == len(right) and all(_same(a, b) for a, b in zip(left, right, strict=True))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return a == b and math.copysign(1, a) == math.copysign(1, b)
+    return a == b
+
+
+def batch(documents: list[dict[str, Any]]) -> bytes:
+    return b"".join(bson.encode(document) for document in documents)
+
+
+# -- the common case: the C walk answers, and answers alike ------------------------------------------------------
+
+common_scalars = st.one_of(
+    st.text(max_size=8),
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(-(2**63), 2**63 - 1).map(Int64),
+    st.floats(),
+    st.sampled_from([math.nan, math.inf, -math.inf, -0.0]),
+    st.booleans(),
+    st.none(),
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+    st.binary(min_size=12, max_size=12).map(ObjectId),
+    st.builds(
+        lambda negative, coefficient, exponent: Decimal128(f"{'-' if negative else ''}{coefficient}E{exponent}"),
+        st.booleans(),
+        st.integers(0, 10**20 - 1),  # with the exponent below: at most 28 integer and 9 fractional digits
+        st.integers(-9, 8),
+    ),
+)
+common_keys = st.sampled_from(["v", "Name", "name", "a.b", "a_b", "ünï", "鍵", "x"])
+
+
+def common_values(depth: int) -> st.SearchStrategy[Any]:
+    if depth >= 2:
+        return common_scalars
+    return st.one_of(
+        common_scalars,
+        st.dictionaries(common_keys, st.deferred(lambda: common_values(depth + 1)), max_size=3),
+        st.lists(st.one_of(common_scalars, st.deferred(lambda: common_values(depth + 1))), max_size=3),
+    )
+
+
+common_ids = st.one_of(
+    st.binary(min_size=12, max_size=12).map(ObjectId),
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(-(2**63), 2**63 - 1).map(Int64),
+    st.text(max_size=6),
+    st.none(),
+)
+common_documents = st.lists(
+    st.tuples(
+        st.one_of(common_ids, st.just("missing")),
+        st.dictionaries(common_keys, common_values(0), max_size=5),
+    ),
+    min_size=1,
+    max_size=6,
+).map(lambda pairs: [body if key == "missing" else {"_id": key, **body} for key, body in pairs])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents=common_documents)
+def test_the_c_walk_converts_common_documents_exactly_as_the_python_walk(documents: list[dict[str, Any]]) -> None:
+    raw = batch(documents)
+    fast = c_walk(raw)
+    assert fast is not None, "a common-case batch was left to the Python walk"
+    assert_same(fast, python_walk(raw))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        Decimal128("12.34"),
+        Decimal128("1.0000000000"),
+        Decimal128("-12345678901234567890123456789.5"),  # beyond int64 once scaled
+        Decimal128("9999999999999999999999999.999999999"),  # 34 digits, the most Decimal128 holds
+        Decimal128("-0"),
+        Decimal128("0E-6176"),
+        Decimal128("0E+6111"),
+        DatetimeMS(-62_135_596_800_000),  # 0001-01-01
+        DatetimeMS(253_402_300_799_999),  # 9999-12-31T23:59:59.999
+        Int64(-(2**63)),
+        Int64(2**63 - 1),
+        -(2**31),
+        -0.0,
+        math.nan,
+        "",
+        "a\x00b",
+        [],
+        [[1, [2, []]], {}],
+        {},
+    ],
+)
+def test_edge_values_of_the_common_case(value: Any) -> None:
+    raw = batch([{"_id": 1, "v": value, "w": [value, None]}])
+    fast = c_walk(raw, ConversionSettings(max_table_nesting=None))
+    assert fast is not None
+    assert_same(fast, python_walk(raw, ConversionSettings(max_table_nesting=None)))
+
+
+# -- outside the common case: the Python walk answers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("documents", "conversion"),
+    [
+        ([{"_id": 1, "v": Decimal128("1E+40")}], SETTINGS),  # DECIMAL(38, 9) cannot hold it
+        ([{"_id": 1, "v": Decimal128("1.5E-10")}], SETTINGS),
+        ([{"_id": 1, "v": Decimal128("NaN")}], SETTINGS),
+        ([{"_id": 1, "v": DatetimeMS(253_402_300_800_000)}], SETTINGS),  # year 10000
+        ([{"_id": 1, "v": bson.Binary(b"x", 0)}], SETTINGS),
+        ([{"_id": 1, "v": bson.Regex("a")}], SETTINGS),
+        ([{"_id": 1.5}], SETTINGS),  # a double _id: its identity is the Python walk's
+        ([{"_id": 1, "m": {"2024-03-01": 1}}], SETTINGS),  # a data-keyed map lands as JSON
+        ([{"_id": 1, "m": {"a": {"b": {"c": 1}}}}], SETTINGS),  # deeper than max_table_nesting 2
+        ([{"_id": 1, "a": [[[1]]]}], SETTINGS),
+        ([{"_id": 1, "a": 1}], ConversionSettings(json_paths=frozenset({("a",)}))),  # not for the C walk at all
+    ],
+)
+def test_the_c_walk_leaves_everything_else_to_the_python_walk(
+    documents: list[dict[str, Any]], conversion: ConversionSettings
+) -> None:
+    raw = batch(documents)
+    if bson_arrow._fast_settings(conversion):
+        assert c_walk(raw, conversion) is None
+    assert_same(bson_arrow.convert_raw_batch(raw, conversion), python_walk(raw, conversion))
+
+
+def _document(elements: bytes) -> bytes:
+    return (len(elements) + 5).to_bytes(4, "little") + elements + b"\x00"
+
+
+def test_a_repeated_key_or_bad_utf8_is_left_to_the_python_walk() -> None:
+    repeated = _document(b"\x10_id\x00" + (1).to_bytes(4, "little") + b"\x10a\x00" + (1).to_bytes(4, "little")
+                         + b"\x02a\x00" + (2).to_bytes(4, "little") + b"x\x00")
+    assert c_walk(repeated) is None
+    assert_same(bson_arrow.convert_raw_batch(repeated, SETTINGS), python_walk(repeated))  # the last value wins
+
+    bad_text = _document(b"\x02a\x00" + (2).to_bytes(4, "little") + b"\xff\x00")
+    assert c_walk(bad_text) is None
+    with pytest.raises(bson.errors.InvalidBSON):
+        bson_arrow.convert_raw_batch(bad_text, SETTINGS)
+
+    truncated = batch([{"_id": 1, "v": "text"}])[:-3]
+    assert c_walk(truncated) is None
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents=collections)
+def test_any_documents_convert_alike_whichever_walk_takes_them(documents: list[dict[str, Any]]) -> None:
+    raw = batch(documents)
+    fast = c_walk(raw)
+    if fast is not None:
+        assert_same(fast, python_walk(raw))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    documents=st.lists(st.tuples(id_kinds, deep_bodies), min_size=1, max_size=4).map(with_ids),
+    nesting=st.sampled_from([0, 1, 2, None]),
+)
+def test_any_depth_converts_alike_whichever_walk_takes_it(documents: list[dict[str, Any]], nesting: int | None) -> None:
+    conversion = ConversionSettings(max_table_nesting=nesting)
+    raw = batch(documents)
+    fast = c_walk(raw, conversion)
+    if fast is not None:
+        assert_same(fast, python_walk(raw, conversion))
+
+
+def test_awkward_keys_convert_alike() -> None:
+    documents = [{"_id": number, **{key: number for key in AWKWARD_KEYS if key != "_id"}} for number in range(3)]
+    raw = batch(documents)
+    fast = c_walk(raw)
+    if fast is not None:
+        assert_same(fast, python_walk(raw))
