@@ -8,8 +8,9 @@
  *
  *   - values: double, string, document, array, ObjectId, boolean, date within years 1..9999, null, undefined,
  *     int32, int64, and Decimal128 that DECIMAL(38, 9) holds exactly;
- *   - no sub-document or array deeper than max_depth, no data-keyed map (classify says), no key twice in one
- *     document (classify says), an _id that is an ObjectId, an integer, a string, null or missing;
+ *   - no sub-document or array deeper than max_depth, no data-keyed map, no key twice in one document, no
+ *     sub-document with a $ref key (bson may decode it as a DBRef): classify says; an _id that is an ObjectId,
+ *     an integer, a string, null or missing;
  *   - well-formed BSON with valid UTF-8 (anything else: the Python decoder raises the error users see).
  *
  * keys: the identity text of each document's _id (bson_arrow.identity). tables: a list, in the order the Python
@@ -28,6 +29,8 @@
 #define ELEMENT 3 /* next_element(): an element read */
 #define FLAG_DATA_MAP 1
 #define FLAG_REPEATED_KEY 2
+#define FLAG_DBREF 4 /* a $ref key: bson may decode the document as a DBRef */
+#define SUBDOCUMENT_FLAGS (FLAG_DATA_MAP | FLAG_REPEATED_KEY | FLAG_DBREF)
 
 static const int64_t MIN_DATE_MS = -62135596800000LL;
 static const int64_t MAX_DATE_MS = 253402300799999LL;
@@ -352,7 +355,7 @@ static int walk_fields(Walker *w, Py_ssize_t table, PyObject *node, const char *
             if (sub_keys == NULL) return status;
             long flags = classify_keys(w, sub_keys);
             if (flags < 0) { Py_DECREF(sub_keys); return FAIL; }
-            if (flags & (FLAG_DATA_MAP | FLAG_REPEATED_KEY)) { Py_DECREF(sub_keys); return BAIL; }
+            if (flags & SUBDOCUMENT_FLAGS) { Py_DECREF(sub_keys); return BAIL; }
             PyObject *subnodes = PyList_GET_ITEM(node, NODE_SUBNODES);
             PyObject *sub = PyDict_GetItemWithError(subnodes, key);
             if (sub == NULL) {
@@ -433,7 +436,7 @@ static int walk_array(Walker *w, Py_ssize_t table, PyObject *node, PyObject *key
             if (item_keys == NULL) return status;
             long flags = classify_keys(w, item_keys);
             if (flags < 0) { Py_DECREF(item_keys); return FAIL; }
-            if (flags & (FLAG_DATA_MAP | FLAG_REPEATED_KEY)) { Py_DECREF(item_keys); return BAIL; }
+            if (flags & SUBDOCUMENT_FLAGS) { Py_DECREF(item_keys); return BAIL; }
             status = walk_fields(w, child, w->tables[child].root, item.value, item.value_length, item_keys,
                                  child_row, root_row, depth);
             Py_DECREF(item_keys);

@@ -571,7 +571,7 @@ def convert_raw_batch(
 _KEY_CLASSES: dict[int, dict[tuple[str, ...], int]] = {}
 """Per ``max_object_keys``: a document's key tuple -> ``_classify_keys``'s flags, for ``_fastwalk``."""
 _KEY_CLASS_LIMIT = 10_000
-_DATA_MAP, _REPEATED_KEY = 1, 2
+_DATA_MAP, _REPEATED_KEY, _DBREF = 1, 2, 4
 
 
 def _fast_settings(settings: ConversionSettings) -> bool:
@@ -586,10 +586,13 @@ def _max_depth(settings: ConversionSettings) -> int:
 def _classifier(max_object_keys: int) -> Any:
     def classify(keys: tuple[str, ...]) -> int:
         """``_Walker.is_data_map``'s answer for a (sub-)document with these keys, plus whether a key repeats
-        (bson's decoder keeps the last value of a repeated key; ``_fastwalk`` leaves such a batch to it)."""
+        (bson's decoder keeps the last value of a repeated key) or is ``$ref``: ``_fastwalk`` leaves such a batch
+        to the Python walk."""
         flags = _REPEATED_KEY if len(set(keys)) != len(keys) else 0
         if len(keys) > max_object_keys or any(looks_like_data_key(key) for key in keys):
             flags |= _DATA_MAP
+        if "$ref" in keys:  # bson decodes a sub-document with $ref and $id as a DBRef
+            flags |= _DBREF
         return flags
 
     return classify

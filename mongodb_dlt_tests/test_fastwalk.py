@@ -14,7 +14,7 @@ from typing import Any
 
 import bson
 import pytest
-from bson import ObjectId
+from bson import DBRef, ObjectId
 from bson.datetime_ms import DatetimeMS
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
@@ -56,15 +56,13 @@ def assert_same(fast: ConvertedBatch, slow: ConvertedBatch) -> None:
         for column, array in table.columns.items():
             assert other.columns[column].type == array.type, (path, column)
             # bit-exact, NaN and -0.0 included
-            assert other.columns[column].to_pylist() == array.to_pylist() or _same_floats(
-                other.columns[column].to_pylist(), array.to_pylist()
-            ), (path, column)
+            assert _same_values(other.columns[column].to_pylist(), array.to_pylist()), (path, column)
         for links in ("parent_rows", "root_rows", "list_index"):
             mine, theirs = getattr(other, links), getattr(table, links)
             assert (mine is None and theirs is None) or mine.equals(theirs), (path, links)
 
 
-def _same_floats(left: list[Any], right: list[Any]) -> bool:
+def _same_values(left: list[Any], right: list[Any]) -> bool:
     return len(left) == len(right) and all(_same(a, b) for a, b in zip(left, right, strict=True))
 
 
@@ -182,6 +180,9 @@ def test_edge_values_of_the_common_case(value: Any) -> None:
         ([{"_id": 1, "v": bson.Binary(b"x", 0)}], SETTINGS),
         ([{"_id": 1, "v": bson.Regex("a")}], SETTINGS),
         ([{"_id": 1.5}], SETTINGS),  # a double _id: its identity is the Python walk's
+        ([{"_id": 1, "r": DBRef("c", 1)}], SETTINGS),  # a sub-document bson decodes as a DBRef
+        ([{"_id": 1, "r": [DBRef("c", 1, "db")]}], SETTINGS),
+        ([{"_id": 1, "r": {"$ref": 1, "$id": 2}}], SETTINGS),  # not a valid DBRef: a document to bson
         ([{"_id": 1, "m": {"2024-03-01": 1}}], SETTINGS),  # a data-keyed map lands as JSON
         ([{"_id": 1, "m": {"a": {"b": {"c": 1}}}}], SETTINGS),  # deeper than max_table_nesting 2
         ([{"_id": 1, "a": [[[1]]]}], SETTINGS),
@@ -219,10 +220,11 @@ def test_a_repeated_key_or_bad_utf8_is_left_to_the_python_walk() -> None:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents=collections)
 def test_any_documents_convert_alike_whichever_walk_takes_them(documents: list[dict[str, Any]]) -> None:
-    raw = batch(documents)
-    fast = c_walk(raw)
-    if fast is not None:
-        assert_same(fast, python_walk(raw))
+    # the whole batch, and each document alone: a batch of one is more often the C walk's
+    for raw in (batch(documents), *(batch([document]) for document in documents)):
+        fast = c_walk(raw)
+        if fast is not None:
+            assert_same(fast, python_walk(raw))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -232,10 +234,10 @@ def test_any_documents_convert_alike_whichever_walk_takes_them(documents: list[d
 )
 def test_any_depth_converts_alike_whichever_walk_takes_it(documents: list[dict[str, Any]], nesting: int | None) -> None:
     conversion = ConversionSettings(max_table_nesting=nesting)
-    raw = batch(documents)
-    fast = c_walk(raw, conversion)
-    if fast is not None:
-        assert_same(fast, python_walk(raw, conversion))
+    for raw in (batch(documents), *(batch([document]) for document in documents)):
+        fast = c_walk(raw, conversion)
+        if fast is not None:
+            assert_same(fast, python_walk(raw, conversion))
 
 
 def test_awkward_keys_convert_alike() -> None:
