@@ -9,6 +9,7 @@ type and depth, where it must answer identically or not at all.
 from __future__ import annotations
 
 import math
+import random
 from datetime import datetime
 from typing import Any
 
@@ -246,3 +247,30 @@ def test_awkward_keys_convert_alike() -> None:
     fast = c_walk(raw)
     if fast is not None:
         assert_same(fast, python_walk(raw))
+
+
+def test_damaged_batches_are_left_to_the_python_walk_or_convert_alike() -> None:
+    """Bytes changed, cut out or put in at random: the C walk reads nothing outside the batch, and whenever it
+    answers, bson decodes the same bytes and the Python walk converts them alike."""
+    rng = random.Random(20261122)
+    originals = [
+        batch([{"_id": ObjectId(), "n": number, "s": "text", "d": {"x": [1.5, {"y": True}]}, "a": [[number]]}])
+        for number in range(5)
+    ]
+    answered = 0
+    for _ in range(3000):
+        raw = bytearray(rng.choice(originals))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(raw))
+            change = rng.random()
+            if change < 0.6:
+                raw[at] = rng.randrange(256)
+            elif change < 0.8:
+                del raw[at : at + rng.randint(1, 8)]
+            else:
+                raw[at:at] = rng.randbytes(rng.randint(1, 4))
+        fast = c_walk(bytes(raw))
+        if fast is not None:
+            answered += 1
+            assert_same(fast, python_walk(bytes(raw)))
+    assert answered > 0  # some damage leaves valid BSON (a changed letter, a changed number)
