@@ -7,8 +7,11 @@ for every child table (one per array path), the rows, the links to the parent ro
 names them (the first type seen owns the plain name, the others get ``__v_<tag>`` variants). Nothing is ever
 coerced from one type into another.
 
-The walk is plain Python over the decoded values, run in worker processes (see ``BatchConverter``) so that it
-uses both cores while the main process reads from MongoDB and dlt writes files. The tags and how each lands:
+The common case of a batch (the usual types, no data-keyed maps, no ``json_paths``, keyed by ``_id``) is walked
+in C straight from the BSON bytes (``_fastwalk.c``, built with the package when a C compiler is there); anything
+else, and every batch when the extension is missing, goes through bson's decoder and the Python walk below. Both
+give the same columns (``mongodb_dlt_tests/test_fastwalk.py``). Batches are converted in worker processes once a
+read is long enough (``source.py``). The tags and how each lands:
 
 =========================  =================  =======================================================
 BSON                       tag                Arrow value (DuckDB / BigQuery column)
@@ -559,13 +562,50 @@ def convert_raw_batch(
 ) -> ConvertedBatch:
     """Decodes the concatenated BSON documents of one server reply and converts them: in C when the batch is the
     common case (``_fastwalk``), else by bson's decoder and the Python walk. Both give the same result."""
-    if _fastwalk is not None and boundary_cursor is None and _fast_settings(settings):
+    if _fastwalk is not None and _fast_settings(settings) and not _starts_at(raw, settings, boundary_cursor):
         objects = settings.max_object_keys
         cache = _KEY_CLASSES.setdefault(objects, {})
         walked = _fastwalk.walk(raw, _max_depth(settings), _classifier(objects), cache, _KEY_CLASS_LIMIT)
         if walked is not None:
-            return _batch_from_walk(*walked)
+            batch = _batch_from_walk(*walked)
+            if settings.cursor_path is not None:
+                _add_last_cursor(batch, raw, settings.cursor_path, walked[0])
+            return batch
     return convert_documents(bson.decode_all(raw, CODEC_OPTIONS), settings, boundary_cursor, boundary_keys)
+
+
+def _starts_at(raw: bytes, settings: ConversionSettings, boundary_cursor: str | None) -> bool:
+    """Whether the batch's first document has the cursor value the previous run ended at: only then can the batch
+    hold documents that run loaded (the read is sorted by the cursor, from that value on), which the Python walk
+    skips."""
+    if boundary_cursor is None or settings.cursor_path is None or len(raw) < 5:
+        return False
+    try:
+        first = bson.decode(raw[: int.from_bytes(raw[:4], "little")], CODEC_OPTIONS)
+    except Exception:  # the Python walk reports what is wrong with it
+        return True
+    return identity(_get(first, settings.cursor_path)) == boundary_cursor
+
+
+def _add_last_cursor(batch: ConvertedBatch, raw: bytes, cursor_path: FieldPath, keys: list[str]) -> None:
+    """``last_cursor`` and ``keys_at_last_cursor`` as ``convert_documents`` sets them: the cursor value of the
+    last document, and the keys of the documents that end the batch with that value, decoded from the end."""
+    starts = []
+    offset = 0
+    while offset < len(raw):
+        starts.append(offset)
+        offset += int.from_bytes(raw[offset : offset + 4], "little")
+    last_identity = None
+    at_last: list[str] = []
+    for number in range(len(starts) - 1, -1, -1):
+        end = starts[number + 1] if number + 1 < len(starts) else len(raw)
+        cursor = _get(bson.decode(raw[starts[number] : end], CODEC_OPTIONS), cursor_path)
+        if last_identity is None:
+            batch.last_cursor, last_identity = cursor, identity(cursor)
+        elif identity(cursor) != last_identity:
+            break
+        at_last.append(keys[number])
+    batch.keys_at_last_cursor = at_last[::-1]
 
 
 _KEY_CLASSES: dict[int, dict[tuple[str, ...], int]] = {}
@@ -575,8 +615,8 @@ _DATA_MAP, _REPEATED_KEY, _DBREF = 1, 2, 4
 
 
 def _fast_settings(settings: ConversionSettings) -> bool:
-    """Settings ``_fastwalk`` covers: keyed by ``_id``, no cursor, no ``json_paths``."""
-    return settings.key_paths == (("_id",),) and settings.cursor_path is None and not settings.json_paths
+    """Settings ``_fastwalk`` covers: keyed by ``_id``, no ``json_paths``."""
+    return settings.key_paths == (("_id",),) and not settings.json_paths
 
 
 def _max_depth(settings: ConversionSettings) -> int:

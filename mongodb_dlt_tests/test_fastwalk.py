@@ -26,6 +26,7 @@ from mongodb_dlt import bson_arrow
 from mongodb_dlt.bson_arrow import CODEC_OPTIONS, ConversionSettings, ConvertedBatch, convert_documents
 from mongodb_dlt_tests.test_roundtrip import AWKWARD_KEYS, collections, deep_bodies, id_kinds, with_ids
 
+# without the extension every test here skips, and test_source.py::test_the_c_walk_is_built fails
 pytestmark = pytest.mark.skipif(bson_arrow._fastwalk is None, reason="built without the C walk")
 
 SETTINGS = ConversionSettings()
@@ -274,3 +275,40 @@ def test_damaged_batches_are_left_to_the_python_walk_or_convert_alike() -> None:
             answered += 1
             assert_same(fast, python_walk(bytes(raw)))
     assert answered > 0  # some damage leaves valid BSON (a changed letter, a changed number)
+
+
+cursor_values = st.one_of(
+    st.integers(0, 5),
+    st.sampled_from([datetime(2024, 1, 1), datetime(2024, 1, 2)]),
+    st.sampled_from(["a", "b"]),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bodies=st.lists(st.tuples(cursor_values, st.dictionaries(common_keys, common_values(0), max_size=3)), max_size=8),
+    boundary_at_first=st.booleans(),
+    data=st.data(),
+)
+def test_incremental_batches_convert_alike_with_their_last_cursor_and_boundary(
+    bodies: list[tuple[Any, dict[str, Any]]], boundary_at_first: bool, data: st.DataObject
+) -> None:
+    """A read sorted by its cursor: the C walk takes a batch unless its first document is at the previous run's
+    boundary, and gives the same last cursor value, the same keys at it, and the same skipped documents."""
+    documents = [{"_id": number, "seq": seq, **body} for number, (seq, body) in enumerate(bodies)]
+    documents.sort(key=lambda document: (str(type(document["seq"])), document["seq"]))
+    conversion = ConversionSettings(cursor_path=("seq",))
+    boundary: tuple[str | None, frozenset[str]] = (None, frozenset())
+    if documents and boundary_at_first:
+        keys = data.draw(st.sets(st.sampled_from([bson_arrow.identity(d["_id"]) for d in documents])))
+        boundary = (bson_arrow.identity(documents[0]["seq"]), frozenset(keys))
+    raw = batch(documents)
+    converted = bson_arrow.convert_raw_batch(raw, conversion, *boundary)
+    expected = convert_documents(bson.decode_all(raw, CODEC_OPTIONS), conversion, *boundary)
+    assert_same(converted, expected)
+    assert converted.skipped == expected.skipped
+    assert converted.keys_at_last_cursor == expected.keys_at_last_cursor
+    assert bson_arrow.identity(converted.last_cursor) == bson_arrow.identity(expected.last_cursor)
+    assert type(converted.last_cursor) is type(expected.last_cursor)
+    if documents and not boundary_at_first:
+        assert c_walk(raw, conversion) is not None  # the common case: the C walk took it

@@ -715,3 +715,11 @@ def test_connect_sets_our_defaults_and_respects_the_url() -> None:
 def test_a_resource_needs_a_connection() -> None:
     with pytest.raises(ValueError, match="connection_url or a client"):
         mongodb_collection(None, "db", "orders")
+
+
+def test_the_c_walk_is_built() -> None:
+    """`make` builds mongodb_dlt/_fastwalk.c with the package. Without a C compiler the package still works, on
+    the Python walk alone (about four times slower to convert), and this test says so."""
+    from mongodb_dlt import bson_arrow
+
+    assert bson_arrow._fastwalk is not None, "mongodb_dlt._fastwalk was not built: is a C compiler installed?"
