@@ -562,29 +562,17 @@ def convert_raw_batch(
 ) -> ConvertedBatch:
     """Decodes the concatenated BSON documents of one server reply and converts them: in C when the batch is the
     common case (``_fastwalk``), else by bson's decoder and the Python walk. Both give the same result."""
-    if _fastwalk is not None and _fast_settings(settings) and not _starts_at(raw, settings, boundary_cursor):
+    if _fastwalk is not None and _fast_settings(settings):
         objects = settings.max_object_keys
         cache = _KEY_CLASSES.setdefault(objects, {})
         walked = _fastwalk.walk(raw, _max_depth(settings), _classifier(objects), cache, _KEY_CLASS_LIMIT)
-        if walked is not None:
+        # a document the previous incremental run loaded at its last cursor value is skipped by the Python walk
+        if walked is not None and (boundary_cursor is None or boundary_keys.isdisjoint(walked[0])):
             batch = _batch_from_walk(*walked)
             if settings.cursor_path is not None:
                 _add_last_cursor(batch, raw, settings.cursor_path, walked[0])
             return batch
     return convert_documents(bson.decode_all(raw, CODEC_OPTIONS), settings, boundary_cursor, boundary_keys)
-
-
-def _starts_at(raw: bytes, settings: ConversionSettings, boundary_cursor: str | None) -> bool:
-    """Whether the batch's first document has the cursor value the previous run ended at: only then can the batch
-    hold documents that run loaded (the read is sorted by the cursor, from that value on), which the Python walk
-    skips."""
-    if boundary_cursor is None or settings.cursor_path is None or len(raw) < 5:
-        return False
-    try:
-        first = bson.decode(raw[: int.from_bytes(raw[:4], "little")], CODEC_OPTIONS)
-    except Exception:  # the Python walk reports what is wrong with it
-        return True
-    return identity(_get(first, settings.cursor_path)) == boundary_cursor
 
 
 def _add_last_cursor(batch: ConvertedBatch, raw: bytes, cursor_path: FieldPath, keys: list[str]) -> None:

@@ -293,8 +293,9 @@ cursor_values = st.one_of(
 def test_incremental_batches_convert_alike_with_their_last_cursor_and_boundary(
     bodies: list[tuple[Any, dict[str, Any]]], boundary_at_first: bool, data: st.DataObject
 ) -> None:
-    """A read sorted by its cursor: the C walk takes a batch unless its first document is at the previous run's
-    boundary, and gives the same last cursor value, the same keys at it, and the same skipped documents."""
+    """A read sorted by its cursor: the C walk takes a batch unless it holds a document the previous run loaded at
+    its last cursor value, and gives the same last cursor value, the same keys at it, the same skipped
+    documents."""
     documents = [{"_id": number, "seq": seq, **body} for number, (seq, body) in enumerate(bodies)]
     documents.sort(key=lambda document: (str(type(document["seq"])), document["seq"]))
     conversion = ConversionSettings(cursor_path=("seq",))
