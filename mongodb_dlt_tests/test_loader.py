@@ -337,6 +337,17 @@ def test_a_merge_collections_first_load_appends_and_later_loads_merge_into_it(
         assert connection.execute("select count(*) from mongo_shop.orders__lines").fetchone() == (8,)
 
 
+def test_negative_zero_stays_negative_through_a_first_load_and_a_merge(tmp_path: Path, standin: MongoStandIn) -> None:
+    """The root table keeps -0.0 when the merge has nothing to de-duplicate (DuckDB's window would make it 0.0)."""
+    standin.client.shop.orders.insert_many([{"_id": 1, "f": -0.0, "l": [-0.0]}, {"_id": 2, "f": 1.5}])
+    loader, collection = _collection_config(tmp_path, "{}")
+    for _ in range(2):  # the first load appends, the second merges
+        assert loader.load_collection(collection, "mongo_shop").succeeded
+        with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
+            minus = (float("-inf"),)
+            assert connection.execute("select 1 / f from mongo_shop.orders where _id = 1").fetchone() == minus
+            assert connection.execute("select 1 / value from mongo_shop.orders__l").fetchone() == minus
+
 def test_a_first_load_whose_documents_repeat_a_key_merges(tmp_path: Path, standin: MongoStandIn) -> None:
     """Two documents with one primary key in a first load: appending would keep both, so it merges."""
     standin.client.shop.orders.insert_many(
