@@ -335,6 +335,29 @@ static PyObject *identity(const Element *e, int *status) {
     }
 }
 
+/* A scalar element put at key of node, or nothing for null: 0, BAIL or FAIL. */
+static int put_scalar(Walker *w, Py_ssize_t table, PyObject *node, PyObject *key, const Element *e,
+                      Py_ssize_t row) {
+    PyObject *tag, *value;
+    int status = scalar(e, &tag, &value);
+    if (status != VALUE) return status;
+    return put(w, table, node, key, tag, row, value);
+}
+
+/* The keys of a sub-document or of a document in an array, or NULL with *status: BAIL when it lands as JSON (a
+ * data-keyed map), may be a DBRef, or repeats a key; FAIL on an error. */
+static PyObject *subdocument_keys(Walker *w, const Element *e, int *status) {
+    PyObject *keys = document_keys(e->value, e->value_length, status);
+    if (keys == NULL) return NULL;
+    long flags = classify_keys(w, keys);
+    if (flags < 0 || (flags & SUBDOCUMENT_FLAGS)) {
+        *status = flags < 0 ? FAIL : BAIL;
+        Py_DECREF(keys);
+        return NULL;
+    }
+    return keys;
+}
+
 static int walk_array(Walker *w, Py_ssize_t table, PyObject *node, PyObject *key, const Element *e,
                       Py_ssize_t row, Py_ssize_t root_row, long long depth);
 
@@ -351,11 +374,8 @@ static int walk_fields(Walker *w, Py_ssize_t table, PyObject *node, const char *
         if (e.type == 0x03) {
             /* subdocument: deeper than the nesting allows or a data-keyed map lands as JSON: not here */
             if (depth + 1 > w->max_depth) return BAIL;
-            PyObject *sub_keys = document_keys(e.value, e.value_length, &status);
+            PyObject *sub_keys = subdocument_keys(w, &e, &status);
             if (sub_keys == NULL) return status;
-            long flags = classify_keys(w, sub_keys);
-            if (flags < 0) { Py_DECREF(sub_keys); return FAIL; }
-            if (flags & SUBDOCUMENT_FLAGS) { Py_DECREF(sub_keys); return BAIL; }
             PyObject *subnodes = PyList_GET_ITEM(node, NODE_SUBNODES);
             PyObject *sub = PyDict_GetItemWithError(subnodes, key);
             if (sub == NULL) {
@@ -377,11 +397,7 @@ static int walk_fields(Walker *w, Py_ssize_t table, PyObject *node, const char *
             status = walk_array(w, table, node, key, &e, row, root_row, depth + 1);
             if (status != 0) return status;
         } else {
-            PyObject *tag, *value;
-            status = scalar(&e, &tag, &value);
-            if (status == 0) continue;
-            if (status != VALUE) return status;
-            status = put(w, table, node, key, tag, row, value);
+            status = put_scalar(w, table, node, key, &e, row);
             if (status != 0) return status;
         }
     }
@@ -432,11 +448,8 @@ static int walk_array(Walker *w, Py_ssize_t table, PyObject *node, PyObject *key
         list_index++;
         int status;
         if (item.type == 0x03) {
-            PyObject *item_keys = document_keys(item.value, item.value_length, &status);
+            PyObject *item_keys = subdocument_keys(w, &item, &status);
             if (item_keys == NULL) return status;
-            long flags = classify_keys(w, item_keys);
-            if (flags < 0) { Py_DECREF(item_keys); return FAIL; }
-            if (flags & SUBDOCUMENT_FLAGS) { Py_DECREF(item_keys); return BAIL; }
             status = walk_fields(w, child, w->tables[child].root, item.value, item.value_length, item_keys,
                                  child_row, root_row, depth);
             Py_DECREF(item_keys);
@@ -446,11 +459,7 @@ static int walk_array(Walker *w, Py_ssize_t table, PyObject *node, PyObject *key
                                 depth + 1);
             if (status != 0) return status;
         } else {
-            PyObject *tag, *value;
-            status = scalar(&item, &tag, &value);
-            if (status == 0) continue;
-            if (status != VALUE) return status;
-            status = put(w, child, w->tables[child].root, ELEMENT_KEY, tag, child_row, value);
+            status = put_scalar(w, child, w->tables[child].root, ELEMENT_KEY, &item, child_row);
             if (status != 0) return status;
         }
     }
