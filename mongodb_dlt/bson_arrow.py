@@ -150,6 +150,12 @@ def looks_like_data_key(key: str) -> bool:
     return _DATA_KEY.fullmatch(key) is not None
 
 
+def keys_are_data(keys: Sequence[str], max_object_keys: int) -> bool:
+    """A document with these keys is a data-keyed map, stored whole as JSON: more than ``max_object_keys`` keys,
+    or any key that looks like data."""
+    return len(keys) > max_object_keys or any(looks_like_data_key(key) for key in keys)
+
+
 def extended_json(value: Any) -> str:
     """Canonical Extended JSON v2 text of one value: lossless, the type is in the text."""
     if isinstance(value, re.Pattern):
@@ -508,7 +514,7 @@ class _Walker:
         keys = tuple(document)
         found = self.data_map_cache.get(keys)
         if found is None:
-            found = len(keys) > self.settings.max_object_keys or any(looks_like_data_key(key) for key in keys)
+            found = keys_are_data(keys, self.settings.max_object_keys)
             if len(self.data_map_cache) < 10_000:
                 self.data_map_cache[keys] = found
         return found
@@ -597,7 +603,8 @@ def _add_last_cursor(batch: ConvertedBatch, raw: bytes, cursor_path: FieldPath, 
 
 
 _KEY_CLASSES: dict[int, dict[tuple[str, ...], int]] = {}
-"""Per ``max_object_keys``: a document's key tuple -> ``_classify_keys``'s flags, for ``_fastwalk``."""
+"""Per ``max_object_keys``: a document's key tuple -> the flags ``_classifier``'s function gives it, kept by
+``_fastwalk`` across batches."""
 _KEY_CLASS_LIMIT = 10_000
 _DATA_MAP, _REPEATED_KEY, _DBREF = 1, 2, 4
 
@@ -617,7 +624,7 @@ def _classifier(max_object_keys: int) -> Any:
         (bson's decoder keeps the last value of a repeated key) or is ``$ref``: ``_fastwalk`` leaves such a batch
         to the Python walk."""
         flags = _REPEATED_KEY if len(set(keys)) != len(keys) else 0
-        if len(keys) > max_object_keys or any(looks_like_data_key(key) for key in keys):
+        if keys_are_data(keys, max_object_keys):
             flags |= _DATA_MAP
         if "$ref" in keys:  # bson decodes a sub-document with $ref and $id as a DBRef
             flags |= _DBREF

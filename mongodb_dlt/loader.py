@@ -416,18 +416,20 @@ class MongoDltLoader(dg.ConfigurableResource):
             # Finds out before the extract whether the warehouse can be written, and undoes a load that died.
             with self.session(log) as destination:
                 pipeline = self.pipeline(collection, dataset_name, destination)
+                root_table = _root_table(pipeline, collection)
                 first_load = (
                     collection.write_disposition == "merge"
                     and self.destination_type == "duckdb"
-                    and holds_no_tables_of(pipeline, _root_table(pipeline, collection))
+                    and holds_no_tables_of(pipeline, root_table)
                 )
-            return self._extract_and_load(pipeline, collection, dataset_name, log, count_rows, first_load)
+            return self._extract_and_load(pipeline, collection, dataset_name, root_table, log, count_rows, first_load)
 
     def _extract_and_load(
         self,
         pipeline: dlt.Pipeline,
         collection: CollectionConfig,
         dataset_name: str,
+        root_table: str,
         log: logging.Logger,
         count_rows: bool,
         first_load: bool,
@@ -458,7 +460,6 @@ class MongoDltLoader(dg.ConfigurableResource):
         )
         # a failed extract leaves nothing in the warehouse; the next run drops its package with the folder
         extract_info = pipeline.extract(resource, loader_file_format=self.file_format)  # type: ignore[arg-type]
-        root_table = _root_table(pipeline, collection)
         try:
             met_once = collection.write_disposition == "merge" and _declare_deduplicated(
                 pipeline, extract_info, root_table, self.memory_limit, log
