@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mongodb_dlt.config import load_config
-from mongodb_dlt.loader import MongoDltLoader
+from mongodb_dlt.load.loader import MongoDltLoader
 
 CONFIG = """
 defaults:

@@ -20,8 +20,7 @@ from typing import Any
 import dagster as dg
 
 from mongodb_dlt.config import CollectionConfig
-from mongodb_dlt.loader import CollectionLoadResult, RowCounts, reads_whole_collection
-from mongodb_dlt.source import NewColumn
+from mongodb_dlt.results import CollectionLoadResult, NewColumn, RowCounts
 
 ROWS_MATCH_SOURCE = "rows_match_source"
 NO_TYPE_DRIFT = "no_type_drift"
@@ -29,7 +28,7 @@ NO_TYPE_DRIFT = "no_type_drift"
 
 def collection_check_specs(key: dg.AssetKey, collection: CollectionConfig, table: str) -> list[dg.AssetCheckSpec]:
     """The checks of one collection's asset; ``table`` is its root table, ``<dataset>.<table>``."""
-    if reads_whole_collection(collection):
+    if collection.reads_whole_collection:
         rows = (
             f"After each load, `{table}` holds as many documents (distinct `_mongo_key`) as MongoDB counts for the "
             "collection's filter, between its counts just before and just after the read"
@@ -86,7 +85,7 @@ def rows_match_source(
     for name, value in (
         ("source_count_before", counts.source_before),
         ("source_count_after", counts.source_after),
-        ("limit", collection.limit if reads_whole_collection(collection) else None),
+        ("limit", collection.limit if collection.reads_whole_collection else None),
         ("warehouse_rows", counts.warehouse_rows),
         ("rows_added", counts.rows_added),
     ):
@@ -99,7 +98,7 @@ def rows_match_source(
         explanation = f"Not verified: {counts.not_verifiable}. {_n(result.documents_read)} documents were read."
     elif counts.error is not None:
         passed, explanation = False, f"Could not compare `{table}` with MongoDB: {counts.error}"
-    elif reads_whole_collection(collection):
+    elif collection.reads_whole_collection:
         passed, explanation = _whole_collection(collection, result, counts, table)
     else:
         passed, explanation = _rows_added(collection, result, counts, table)
@@ -136,7 +135,7 @@ def _whole_collection(
     if low <= rows <= high:
         return True, f"`{table}` holds {_n(rows)} documents; {source}; {read}."
     if rows > high:
-        if collection.write_disposition == "merge":
+        if collection.merges:
             why = (
                 "merge never deletes: documents deleted from MongoDB (or no longer matching the filter) after they "
                 "were loaded stay in the warehouse. Load the collection once with `write_disposition: replace` to "
@@ -179,7 +178,7 @@ def _rows_added(
         return True, f"This load added {_n(added)} rows to `{table}`, one per document: {read}."
     if added < result.documents_read:
         why = "Documents read were not loaded."
-        if collection.write_disposition == "merge":
+        if collection.merges:
             why = (
                 "merge keeps one row per primary key: documents read twice (updated while the read ran) or sharing "
                 "a primary key land once."

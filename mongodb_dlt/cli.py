@@ -14,15 +14,8 @@ from collections.abc import Iterator, Sequence
 from importlib.resources import files
 from pathlib import Path
 
-from mongodb_dlt.config import (
-    ConfigError,
-    ProjectConfig,
-    config_path,
-    load_config,
-    mask_secrets,
-    mask_url,
-    resolve_env,
-)
+from mongodb_dlt.config import ProjectConfig, config_path, load_config, resolve_env
+from mongodb_dlt.errors import ConfigError, mask_secrets, mask_url
 
 DEMO_CONFIG = "demo_databases.yaml"
 DEMO_DUCKDB = "mongodb_dlt_demo.duckdb"
@@ -64,26 +57,28 @@ def _table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
 
 
 def _describe(config: ProjectConfig) -> str:
-    from mongodb_dlt.factory import asset_key, op_name
+    from mongodb_dlt.naming import MongoDltTranslator, op_name
+
+    translator = MongoDltTranslator()
 
     destination = config.destination
     where = destination.path or destination.project or ""
     out = [f"{config.path}: valid", f"destination: {destination.type}{f' ({where})' if where else ''}", ""]
     for database in config.databases.values():
         out.append(
-            f"database {database.name}: op {op_name(database)}, dataset {database.dataset}, "
+            f"database {database.name}: op {op_name(database.name)}, dataset {database.dataset}, "
             f"connection {mask_url(database.connection_url)}, "
             f"{database.max_parallel_collections} in parallel, schedule {database.schedule or 'none'}"
         )
         rows = []
         for collection in database.collections.values():
             how = collection.write_disposition
-            if collection.write_disposition == "merge":
+            if collection.merges:
                 how += f" on {', '.join(collection.primary_key)}"
             if collection.incremental:
                 how += f", incremental on {collection.incremental.cursor_field}"
             rows.append(
-                (collection.name, asset_key(database, collection).to_user_string(),
+                (collection.name, "/".join(translator.asset_key(database, collection)),
                  f"{database.dataset}.{collection.table_name}", how)
             )
         out.append(_table(rows, ("collection", "asset key", "table", "load")))

@@ -10,7 +10,6 @@ folder, and leaves the executor to the project.
 
 from __future__ import annotations
 
-import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ from dagster.components import Scaffolder, ScaffoldRequest, scaffold_with
 from pydantic import Field
 
 from mongodb_dlt.config import ProjectConfig, load_config
+from mongodb_dlt.config.models import TOP_LEVEL_KEYS
 from mongodb_dlt.definitions import build_definitions
-from mongodb_dlt.factory import LOADER_RESOURCE_KEY
+from mongodb_dlt.naming import component_job_name, component_resource_key, component_slug
 
 DEFS_FILE = "defs.yaml"
 SCAFFOLDED_ATTRIBUTES = """\
@@ -46,10 +46,6 @@ class MongoDltScaffolder(Scaffolder):
         (request.target_path / DEFS_FILE).write_text(f"type: {request.type_name}\n\nattributes:\n{attributes}")
 
 
-def _slug(parts: tuple[str, ...]) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts)).strip("_") or "mongodb"
-
-
 @scaffold_with(MongoDltScaffolder)
 class MongoDltComponent(dg.Component, dg.Resolvable, dg.Model):
     """Loads MongoDB collections into a warehouse (DuckDB, BigQuery, any dlt destination) through dlt: one
@@ -65,7 +61,7 @@ class MongoDltComponent(dg.Component, dg.Resolvable, dg.Model):
 
     def project_config(self, context: dg.ComponentLoadContext) -> ProjectConfig:
         """The validated config: from ``config_path``, or from this component's own defs.yaml attributes."""
-        inline = [name for name in ("defaults", "destination", "dataset_prefix", "databases") if getattr(self, name)]
+        inline = [name for name in TOP_LEVEL_KEYS if getattr(self, name)]
         defs_file = context.path / DEFS_FILE
         if self.config_path:
             if inline:
@@ -77,11 +73,11 @@ class MongoDltComponent(dg.Component, dg.Resolvable, dg.Model):
         return load_config(defs_file, section=("attributes",))
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        name = _slug(context.path.relative_to(context.defs_module_path).parts)
+        slug = component_slug(context.path.relative_to(context.defs_module_path).parts)
         return build_definitions(
             self.project_config(context),
-            resource_key=f"{LOADER_RESOURCE_KEY}_{name}",
-            all_collections_job=f"{name}_all_collections",
+            resource_key=component_resource_key(slug),
+            all_collections_job=component_job_name(slug),
             base=Path(context.project_root),
             executor=False,
         )

@@ -11,17 +11,19 @@ from pathlib import Path
 import dagster as dg
 
 from mongodb_dlt.config import ProjectConfig, load_config
-from mongodb_dlt.factory import (
+from mongodb_dlt.factory import dlt_asset_factory
+from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.naming import (
+    ALL_COLLECTIONS_JOB,
     DESTINATION_TAG,
     LOADER_RESOURCE_KEY,
+    MongoDltTranslator,
+    database_job_name,
     destination_pool,
-    dlt_asset_factory,
-    op_name,
+    schedule_name,
 )
-from mongodb_dlt.loader import MongoDltLoader
 
 PIPELINES_DIR_ENV = "MONGODB_DLT_PIPELINES_DIR"
-ALL_COLLECTIONS_JOB = "mongodb_all"
 # When the instance has run retries enabled, a retry of these jobs repeats only the assets that failed.
 RETRY_ONLY_FAILED_ASSETS = {"dagster/retry_strategy": "FROM_ASSET_FAILURE"}
 
@@ -33,6 +35,7 @@ def build_definitions(
     all_collections_job: str = ALL_COLLECTIONS_JOB,
     base: Path | None = None,
     executor: bool = True,
+    translator: MongoDltTranslator | None = None,
 ) -> dg.Definitions:
     """Everything Dagster needs to load the databases of ``config``, ready for ``dg.Definitions.merge``:
 
@@ -42,8 +45,9 @@ def build_definitions(
       A code location can have one executor only: pass ``executor=False`` when merging with definitions that set
       their own, or with a second set of these (DuckDB's file lock is then waited for instead, see README).
 
-    Relative paths in ``config`` resolve against ``base`` (default: the working directory)."""
-    assets = dlt_asset_factory(config, resource_key)
+    Relative paths in ``config`` resolve against ``base`` (default: the working directory). ``translator`` names
+    the assets (see ``naming.MongoDltTranslator``)."""
+    assets = dlt_asset_factory(config, resource_key, translator)
     jobs = [
         dg.define_asset_job(
             all_collections_job, selection=dg.AssetSelection.assets(*assets), tags=RETRY_ONLY_FAILED_ASSETS
@@ -54,17 +58,19 @@ def build_definitions(
         if database.schedule is None:
             continue
         job = dg.define_asset_job(
-            f"{op_name(database)}_job", selection=dg.AssetSelection.assets(assets_def), tags=RETRY_ONLY_FAILED_ASSETS
+            database_job_name(database.name),
+            selection=dg.AssetSelection.assets(assets_def),
+            tags=RETRY_ONLY_FAILED_ASSETS,
         )
         jobs.append(job)
         schedules.append(
-            dg.ScheduleDefinition(name=f"{op_name(database)}_schedule", job=job, cron_schedule=database.schedule)
+            dg.ScheduleDefinition(name=schedule_name(database.name), job=job, cron_schedule=database.schedule)
         )
     loader = MongoDltLoader.from_config(config.destination, pipelines_dir=os.environ.get(PIPELINES_DIR_ENV), base=base)
     if not executor:
         return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources={resource_key: loader})
     step_executor = dg.multiprocess_executor
-    if destination_pool(config):
+    if destination_pool(config.destination.type):
         # One writer per DuckDB file: databases of one run take turns; collections of one database still
         # load in parallel inside their op. Across runs, the ops' pool takes a limit of 1 (see README).
         step_executor = step_executor.configured(

@@ -1,11 +1,12 @@
 """``dlt_asset_factory``: one Dagster multi-asset per configured database, one asset per collection.
 
-The factory only knows specs, selection, fan-out and results: reading MongoDB is source.py's job and loading
-is the loader resource's. Selected collections load in parallel threads (up to the database's
-``max_parallel_collections``); each success is reported as soon as it lands, and the step fails at the end with
-one error naming every failed collection, so Dagster records the siblings as materialized and "re-execute from
-asset failure" repeats only the failed ones. Each collection's asset checks (checks.py) are declared on the
-multi-asset and reported with its materialization; a failed collection reports none.
+The factory only knows specs, selection, fan-out and results: names are the translator's (naming.py), reading
+MongoDB is extract/'s job and loading is the loader resource's (load/). Selected collections load in parallel
+threads (up to the database's ``max_parallel_collections``); each success is reported as soon as it lands, and the
+step fails at the end with one error naming every failed collection, so Dagster records the siblings as
+materialized and "re-execute from asset failure" repeats only the failed ones. Each collection's asset checks
+(checks.py) are declared on the multi-asset and reported with its materialization; a failed collection reports
+none.
 """
 
 import multiprocessing
@@ -19,53 +20,29 @@ from typing import Any
 import dagster as dg
 
 from mongodb_dlt.checks import ROWS_MATCH_SOURCE, check_results, collection_check_specs
-from mongodb_dlt.config import (
-    CollectionConfig,
-    ConfigError,
-    DatabaseConfig,
-    ProjectConfig,
-    asset_name_for,
-    resolve_connection_url,
-)
-from mongodb_dlt.loader import CollectionLoadResult, MongoDltLoader
-from mongodb_dlt.source import MongoUnreachableError, check_reachable
+from mongodb_dlt.config import CollectionConfig, DatabaseConfig, ProjectConfig, resolve_connection_url
+from mongodb_dlt.errors import ConfigError, MongoUnreachableError
+from mongodb_dlt.extract.mongo import check_reachable
+from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.naming import DESTINATION_TAG, LOADER_RESOURCE_KEY, MongoDltTranslator, destination_pool, op_name
+from mongodb_dlt.results import CollectionLoadResult
 
-LOADER_RESOURCE_KEY = "mongodb_dlt"
-# Op tag that the executor's tag_concurrency_limits (definitions.py) keys on for single-writer destinations.
-DESTINATION_TAG = "mongodb_dlt/destination"
-# Destinations that allow one writing process at a time.
-SINGLE_WRITER_DESTINATIONS = frozenset({"duckdb"})
+__all__ = ["DESTINATION_TAG", "LOADER_RESOURCE_KEY", "dlt_asset_factory"]
 
 
-def asset_key(database: DatabaseConfig, collection: CollectionConfig) -> dg.AssetKey:
-    return dg.AssetKey([*database.key_prefix, collection.asset_name])
-
-
-def op_name(database: DatabaseConfig) -> str:
-    return f"mongodb_{asset_name_for(database.name)}"
-
-
-def destination_pool(config: ProjectConfig) -> str | None:
-    """The Dagster pool shared by every op that writes to a single-writer destination, else None."""
-    if config.destination.type in SINGLE_WRITER_DESTINATIONS:
-        return f"mongodb_dlt_{config.destination.type}"
-    return None
-
-
-def collection_spec(config: ProjectConfig, database: DatabaseConfig, collection: CollectionConfig) -> dg.AssetSpec:
-    table = f"{database.dataset}.{collection.table_name}"
-    how = collection.write_disposition
-    if collection.incremental:
-        how += f", incremental on `{collection.incremental.cursor_field}`"
+def collection_spec(
+    config: ProjectConfig, database: DatabaseConfig, collection: CollectionConfig, translator: MongoDltTranslator
+) -> dg.AssetSpec:
+    """One collection's asset: its names from ``translator``, its table and origin as metadata."""
     return dg.AssetSpec(
-        key=asset_key(database, collection),
-        group_name=asset_name_for(database.name),
+        key=dg.AssetKey(list(translator.asset_key(database, collection))),
+        group_name=translator.group_name(database, collection),
         kinds={"mongodb", config.destination.type},
-        description=collection.description
-        or f"MongoDB collection `{database.name}.{collection.name}` loaded by dlt into `{table}` ({how}).",
+        description=translator.description(database, collection),
         tags=dict(collection.tags),
+        deps=[dg.AssetKey(list(parts)) for parts in translator.deps(database, collection)],
         metadata={
-            "dagster/table_name": table,
+            "dagster/table_name": f"{database.dataset}.{collection.table_name}",
             "mongodb/database": database.name,
             "mongodb/collection": collection.name,
             "write_disposition": collection.write_disposition,
@@ -168,13 +145,16 @@ def _unreachable(
     return unreachable
 
 
-def _database_asset(config: ProjectConfig, database: DatabaseConfig, resource_key: str) -> dg.AssetsDefinition:
-    collections_by_key = {asset_key(database, c): c for c in database.collections.values()}
-    pool = destination_pool(config)
+def _database_asset(
+    config: ProjectConfig, database: DatabaseConfig, resource_key: str, translator: MongoDltTranslator
+) -> dg.AssetsDefinition:
+    specs = [collection_spec(config, database, c, translator) for c in database.collections.values()]
+    collections_by_key = {spec.key: c for spec, c in zip(specs, database.collections.values(), strict=True)}
+    pool = destination_pool(config.destination.type)
 
     @dg.multi_asset(
-        name=op_name(database),
-        specs=[collection_spec(config, database, c) for c in database.collections.values()],
+        name=op_name(database.name),
+        specs=specs,
         check_specs=[
             spec
             for key, c in collections_by_key.items()
@@ -264,9 +244,12 @@ def _database_asset(config: ProjectConfig, database: DatabaseConfig, resource_ke
 
 
 def dlt_asset_factory(
-    config: ProjectConfig, resource_key: str = LOADER_RESOURCE_KEY
+    config: ProjectConfig,
+    resource_key: str = LOADER_RESOURCE_KEY,
+    translator: MongoDltTranslator | None = None,
 ) -> list[dg.AssetsDefinition]:
     """One ``@multi_asset`` per database in ``config``, each with one ``can_subset`` output per collection. They
     load through the ``MongoDltLoader`` resource under ``resource_key`` (see ``build_definitions``, which binds
-    it)."""
-    return [_database_asset(config, database, resource_key) for database in config.databases.values()]
+    it). ``translator`` names the assets (default: ``MongoDltTranslator()``, ``raw_<database>/<collection>``)."""
+    translator = translator or MongoDltTranslator()
+    return [_database_asset(config, database, resource_key, translator) for database in config.databases.values()]

@@ -27,7 +27,7 @@ from dlt.destinations.impl.duckdb.sql_client import DuckDbSqlClient
 from dlt.destinations.job_client_impl import SqlJobClientBase, SqlLoadJob
 
 from mongodb_dlt.config import load_config
-from mongodb_dlt.loader import MongoDltLoader
+from mongodb_dlt.load.loader import MongoDltLoader
 
 POINTS = (
     "after_extract",  # the package is extracted; nothing was sent

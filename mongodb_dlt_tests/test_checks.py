@@ -14,7 +14,8 @@ from bson import ObjectId
 from mongodb_dlt.checks import NO_TYPE_DRIFT, ROWS_MATCH_SOURCE, rows_match_source
 from mongodb_dlt.config import CollectionConfig, ProjectConfig, load_config
 from mongodb_dlt.factory import LOADER_RESOURCE_KEY, dlt_asset_factory
-from mongodb_dlt.loader import CollectionLoadResult, MongoDltLoader, RowCounts
+from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.results import CollectionLoadResult, RowCounts
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt.testing.commands import CommandError, MongomockCommands
 from mongodb_dlt_tests.conftest import Project

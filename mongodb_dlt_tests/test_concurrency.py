@@ -15,8 +15,9 @@ import duckdb
 import pytest
 
 from mongodb_dlt.config import load_config
-from mongodb_dlt.loader import MongoDltLoader
-from mongodb_dlt.locking import collection_lock
+from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.load.locking import collection_lock
+from mongodb_dlt.naming import pipeline_name
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt_tests.conftest import Project
 
@@ -136,14 +137,14 @@ def test_a_second_process_on_the_same_collection_gets_a_clear_message(
     project: Project, standin: MongoStandIn
 ) -> None:
     loader, orders = setup(project, standin)
-    lock_file = loader.working_dir / f"{loader.pipeline_name(orders)}.lock"
+    lock_file = loader.destination.working_dir / f"{pipeline_name(orders.database, orders.name)}.lock"
     # another process holds the collection: the lock dies with it, so hold it from a real child process
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(
             f"""
             import sys
             from pathlib import Path
-            from mongodb_dlt.locking import collection_lock
+            from mongodb_dlt.load.locking import collection_lock
             with collection_lock(Path({str(lock_file)!r}), "shop.orders", run_id="run-1234"):
                 print("ready", flush=True)
                 sys.stdin.readline()
@@ -168,7 +169,7 @@ def test_a_second_process_on_the_same_collection_gets_a_clear_message(
 def test_a_killed_holder_never_leaves_its_lock_behind(tmp_path: Path) -> None:
     lock_file = tmp_path / "orders.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from pathlib import Path\nfrom mongodb_dlt.locking import collection_lock\n"
+        [sys.executable, "-c", f"from pathlib import Path\nfrom mongodb_dlt.load.locking import collection_lock\n"
          f"with collection_lock(Path({str(lock_file)!r}), 'x'):\n    print('ready', flush=True)\n"
          f"    import time; time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
@@ -204,6 +205,6 @@ def test_two_projects_on_one_machine_keep_their_own_warehouse_and_state(
         assert result.succeeded, result.error
         with duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True) as connection:
             counts[name] = connection.execute("SELECT count(*) FROM mongo_shop.events").fetchone()[0]
-        assert Path(loader.pipelines_dir).is_relative_to(root)
+        assert Path(loader.destination.pipelines_dir).is_relative_to(root)
     assert counts == {"a": 25, "b": 25}
     assert sorted(os.listdir(tmp_path / "a" / "data")) == ["warehouse.duckdb"]

@@ -22,8 +22,10 @@ import pyarrow as pa
 import pytest
 
 from mongodb_dlt.config import load_config
-from mongodb_dlt.loader import MongoDltLoader
-from mongodb_dlt.locking import CollectionBusyError, collection_lock
+from mongodb_dlt.errors import CollectionBusyError
+from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.load.locking import collection_lock
+from mongodb_dlt.naming import pipeline_name
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt_tests.conftest import Project
 from mongodb_dlt_tests.dagster_runs import graphql, launch, wait_for_run
@@ -212,7 +214,7 @@ def test_a_killed_run_process_ends_its_run_and_keeps_a_second_writer_out(
     config = load_config(project.config)
     loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(project.pipelines_dir))
     orders = config.databases["shop"].collections["orders"]
-    lock_file = loader.working_dir / f"{loader.pipeline_name(orders)}.lock"
+    lock_file = loader.destination.working_dir / f"{pipeline_name(orders.database, orders.name)}.lock"
     deadline = time.monotonic() + 150
 
     with contextlib.ExitStack() as stack:

@@ -13,10 +13,11 @@ import dagster as dg
 import pytest
 
 from mongodb_dlt.checks import NO_TYPE_DRIFT, ROWS_MATCH_SOURCE
-from mongodb_dlt.config import CollectionConfig, ProjectConfig, load_config
+from mongodb_dlt.config import CollectionConfig, DestinationConfig, ProjectConfig, load_config
 from mongodb_dlt.definitions import ALL_COLLECTIONS_JOB, build_definitions
 from mongodb_dlt.factory import DESTINATION_TAG, LOADER_RESOURCE_KEY, dlt_asset_factory
-from mongodb_dlt.loader import CollectionLoadResult, MongoDltLoader
+from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.results import CollectionLoadResult
 
 YAML = """
 defaults:
@@ -94,7 +95,7 @@ def materialize(
     return dg.materialize(
         dlt_asset_factory(config),
         selection=selection,
-        resources={LOADER_RESOURCE_KEY: RecordingLoader()},
+        resources={LOADER_RESOURCE_KEY: RecordingLoader.from_config(DestinationConfig())},
         instance=instance,
         raise_on_error=False,
     )

@@ -1,4 +1,4 @@
-"""The C walk (``mongodb_dlt._fastwalk``) converts exactly as the Python walk does, or leaves the batch to it.
+"""The C walk (``mongodb_dlt.extract._fastwalk``) converts exactly as the Python walk does, or leaves the batch to it.
 
 ``bson_arrow.convert_raw_batch`` takes the C walk for the common case and the Python walk (bson's decoder, then
 ``convert_documents``) for anything else. Every batch here is converted both ways and compared column by column,
@@ -22,8 +22,8 @@ from bson.int64 import Int64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mongodb_dlt import bson_arrow
-from mongodb_dlt.bson_arrow import CODEC_OPTIONS, ConversionSettings, ConvertedBatch, convert_documents
+from mongodb_dlt.extract import bson_arrow
+from mongodb_dlt.extract.bson_arrow import CODEC_OPTIONS, ConversionSettings, ConvertedBatch, convert_documents
 from mongodb_dlt_tests.test_roundtrip import AWKWARD_KEYS, collections, deep_bodies, id_kinds, with_ids
 
 # without the extension every test here skips, and test_source.py::test_the_c_walk_is_built fails

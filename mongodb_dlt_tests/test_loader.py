@@ -17,17 +17,14 @@ import pymongo.errors
 import pytest
 from bson import Decimal128, ObjectId
 
-from mongodb_dlt.bson_arrow import ConversionSettings, DocumentConversionError
 from mongodb_dlt.config import CollectionConfig, DestinationConfig, load_config
-from mongodb_dlt.loader import (
-    MongoDltLoader,
-    RowCounts,
-    _count_warehouse,
-    _ProgressLogger,
-    describe_error,
-    is_transient,
-)
-from mongodb_dlt.source import mongodb_collection
+from mongodb_dlt.errors import describe_error, is_transient
+from mongodb_dlt.extract.bson_arrow import ConversionSettings, locate_conversion_error
+from mongodb_dlt.extract.source import mongodb_collection
+from mongodb_dlt.load.destination import LoadDestination
+from mongodb_dlt.load.loader import MongoDltLoader, _ProgressLogger
+from mongodb_dlt.load.warehouse import count_rows
+from mongodb_dlt.results import RowCounts
 from mongodb_dlt.testing import MongoStandIn, commands
 
 
@@ -54,9 +51,9 @@ def test_error_descriptions_mask_passwords() -> None:
 
 def test_duckdb_destination_uses_the_configured_file(tmp_path: Path) -> None:
     loader = MongoDltLoader.from_config(DestinationConfig(type="duckdb", path=str(tmp_path / "w.duckdb")))
-    assert loader.destination().destination_name == "duckdb"
-    assert loader.destination_id == f"duckdb:{tmp_path / 'w.duckdb'}"
-    with loader.session(logging.getLogger(__name__)) as destination:
+    assert loader.destination.dlt_destination().destination_name == "duckdb"
+    assert loader.destination.destination_id == f"duckdb:{tmp_path / 'w.duckdb'}"
+    with loader.destination.session(logging.getLogger(__name__)) as destination:
         pipeline = dlt.pipeline("settings", pipelines_dir=str(tmp_path / "p"), destination=destination)
         with pipeline.sql_client() as client:
             # loads hold DuckDB to the configured memory (the YAML default), so a step's memory stays flat
@@ -66,12 +63,12 @@ def test_duckdb_destination_uses_the_configured_file(tmp_path: Path) -> None:
 
 def test_relative_paths_resolve_against_the_base_folder_once(tmp_path: Path) -> None:
     loader = MongoDltLoader.from_config(DestinationConfig(type="duckdb", path="data/w.duckdb"), base=tmp_path)
-    assert loader.destination_path == str(tmp_path / "data" / "w.duckdb")
-    assert loader.pipelines_dir == str(tmp_path / ".mongodb_dlt" / "pipelines")
+    assert loader.destination.path == str(tmp_path / "data" / "w.duckdb")
+    assert loader.destination.pipelines_dir == str(tmp_path / ".mongodb_dlt" / "pipelines")
     other = MongoDltLoader.from_config(DestinationConfig(type="duckdb", path="data/w.duckdb"), base=tmp_path / "b")
     # each warehouse gets its own working folder, even when the pipelines folder is shared
-    assert Path(loader.working_dir).parent == Path(loader.pipelines_dir)
-    assert loader.working_dir.name != other.working_dir.name
+    assert Path(loader.destination.working_dir).parent == Path(loader.destination.pipelines_dir)
+    assert loader.destination.working_dir.name != other.destination.working_dir.name
 
 
 def test_bigquery_is_configured_from_yaml_and_normalizes_offline(tmp_path: Path) -> None:
@@ -82,7 +79,7 @@ def test_bigquery_is_configured_from_yaml_and_normalizes_offline(tmp_path: Path)
     )
     config = load_config(path)
     loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(tmp_path / "pipelines"))
-    destination = loader.destination()
+    destination = loader.destination.dlt_destination()
     assert destination.destination_name == "bigquery"
     assert destination.config_params["location"] == "EU"
     assert destination.config_params["project_id"] == "acme-analytics"
@@ -97,21 +94,23 @@ def test_bigquery_is_configured_from_yaml_and_normalizes_offline(tmp_path: Path)
     assert pipeline.dataset_name == "mongo_shop"
     pipeline.extract(
         mongodb_collection(None, "shop", "orders", client=client, table_name=collection.table_name),
-        loader_file_format=loader.file_format,
+        loader_file_format=loader.destination.file_format,
     )
     info = pipeline.normalize()
     assert info.row_counts["orders"] == 20 and info.row_counts["orders__lines"] == 20
     jobs = pipeline.list_normalized_load_packages()
     assert jobs, "a package is ready for BigQuery"
     files = [job.file_path for job in pipeline.get_load_package_info(jobs[0]).jobs["new_jobs"]]
-    assert loader.file_format == "jsonl"  # dlt's BigQuery loads JSON columns from jsonl only
+    assert loader.destination.file_format == "jsonl"  # dlt's BigQuery loads JSON columns from jsonl only
     assert any(name.endswith(".jsonl") or name.endswith(".jsonl.gz") for name in files)
 
 
 def test_destination_unknown_to_dlt_is_rejected_before_any_run(tmp_path: Path) -> None:
-    loader = MongoDltLoader(destination_type="no_such_warehouse", pipelines_dir=str(tmp_path))
+    # past the YAML's validation (which names the known destinations), dlt itself refuses it
+    unknown = DestinationConfig.model_construct(type="no_such_warehouse", options={}, project=None, location=None)
+    loader = MongoDltLoader(LoadDestination(unknown, path=None, pipelines_dir=str(tmp_path)))
     with pytest.raises(Exception, match="no_such_warehouse"):
-        loader.destination()
+        loader.destination.dlt_destination()
 
 
 @pytest.fixture(autouse=True)
@@ -162,10 +161,10 @@ def test_transient_errors_are_retried_until_attempts_run_out(
 def test_progress_is_logged_while_a_collection_loads(
     tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("mongodb_dlt.loader.PROGRESS_LOG_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr("mongodb_dlt.load.loader.PROGRESS_LOG_EVERY_SECONDS", 0.0)
     standin.client.shop.orders.insert_many([{"n": i} for i in range(30)])
     loader, orders = _collection_config(tmp_path, "{}")
-    with caplog.at_level(logging.INFO, logger="mongodb_dlt.loader"):
+    with caplog.at_level(logging.INFO, logger="mongodb_dlt.load.loader"):
         assert loader.load_collection(orders, "mongo_shop").succeeded
     progress = [r.getMessage() for r in caplog.records if "documents read" in r.getMessage()]
     # one line per batch of documents converted (batch_size 10 here), never a line per document, and none for the
@@ -178,7 +177,7 @@ def test_the_progress_rate_counts_from_the_first_batch(monkeypatch: pytest.Monke
     # a first batch of 1,000 documents after a long wait, then 1,000 documents/s: the wait never dilutes the rate,
     # and no line comes before there is a rate to show
     clock = iter([160.0, 161.0, 172.0])
-    monkeypatch.setattr("mongodb_dlt.loader.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("mongodb_dlt.load.loader.time.monotonic", lambda: next(clock))
     lines: list[str] = []
     log = logging.getLogger("progress")
     monkeypatch.setattr(log, "info", lines.append)
@@ -212,7 +211,7 @@ def test_any_dlt_destination_by_name_loads_through_the_same_loader(
 
 def test_a_destination_without_sql_is_counted_as_not_verifiable(tmp_path: Path) -> None:
     pipeline = dlt.pipeline("no_sql", pipelines_dir=str(tmp_path), destination="dummy", dataset_name="mongo_shop")
-    counts = _count_warehouse(pipeline, "orders", ["1712345678.123"], whole_table=True)
+    counts = count_rows(pipeline, "orders", ["1712345678.123"], whole_table=True)
     assert counts == RowCounts(not_verifiable="destination dummy cannot be queried with SQL")
 
 
@@ -285,7 +284,7 @@ def test_a_document_that_cannot_be_converted_is_named_by_id_and_field() -> None:
     good = bson.encode({"_id": 1, "name": "ok"})
     bad = bson.encode({"_id": ObjectId("65f1a2b3c4d5e6f708192a3b"), "name": "ok", "note": "x"})
     bad = bad.replace(b"x\x00", b"\xff\x00")  # the string "x" becomes invalid UTF-8
-    error = DocumentConversionError.locate(good + bad, ConversionSettings(), (None, frozenset()), "shop.orders",
+    error = locate_conversion_error(good + bad, ConversionSettings(), (None, frozenset()), "shop.orders",
                                            ValueError("batch failed"))
     assert str(error).startswith('shop.orders: document _id={"$oid": "65f1a2b3c4d5e6f708192a3b"}, field \'note\': ')
     assert "utf-8" in str(error).lower()

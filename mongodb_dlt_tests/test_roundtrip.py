@@ -42,8 +42,9 @@ from bson.timestamp import Timestamp
 from hypothesis import HealthCheck, currently_in_test_context, given, note, settings
 from hypothesis import strategies as st
 
-from mongodb_dlt.bson_arrow import looks_like_data_key
-from mongodb_dlt.source import ExtractStats, mongodb_collection
+from mongodb_dlt.extract.bson_types import looks_like_data_key
+from mongodb_dlt.extract.source import mongodb_collection
+from mongodb_dlt.results import ExtractStats
 
 DATASET = "mongo"
 COLLECTION = "docs"

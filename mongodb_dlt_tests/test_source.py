@@ -22,26 +22,20 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.timestamp import Timestamp
 
-from mongodb_dlt import source
-from mongodb_dlt.source import (
-    DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
-    ExtractStats,
-    connect,
-    mongodb,
-    mongodb_collection,
-)
+from mongodb_dlt.config import IncrementalConfig
+from mongodb_dlt.extract import workers
+from mongodb_dlt.extract.mongo import DEFAULT_SERVER_SELECTION_TIMEOUT_MS, connect
+from mongodb_dlt.extract.source import mongodb, mongodb_collection
+from mongodb_dlt.results import ExtractStats
 
 DATASET = "mongo"
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 UUID = uuid.UUID("12345678-1234-5678-1234-567812345678")
 
 
-@dataclass(frozen=True)
-class Cursor:
-    """Stands in for config.IncrementalConfig: the source only needs these two attributes."""
-
-    cursor_field: str
-    initial_value: Any = None
+def Cursor(cursor_field: str, initial_value: Any = None) -> IncrementalConfig:
+    """An incremental setting as the YAML gives it."""
+    return IncrementalConfig(cursor_field=cursor_field, initial_value=initial_value)
 
 
 @dataclass
@@ -632,12 +626,12 @@ def test_worker_processes_convert_the_same_as_this_process(mongo: mongomock.Mong
         [{"_id": n, "n": n if n % 3 else str(n), "items": [{"q": n}, {"q": n + 0.5}]} for n in range(50)]
     )
     landed: dict[int, Any] = {}
-    while not source._workers_ready():  # started on first use; batches go to them once they answer
+    while not workers._workers_ready():  # started on first use; batches go to them once they answer
         time.sleep(0.05)
     for processes in (0, 2):
         warehouse = Warehouse(tmp_path / f"w{processes}.duckdb", tmp_path / f"p{processes}")
         stats = load(warehouse, mongo, "orders", batch_size=7, conversion_processes=processes)
-        in_workers = 8 - source.BATCHES_BEFORE_WORKERS
+        in_workers = 8 - workers.BATCHES_BEFORE_WORKERS
         assert stats.batches == 8 and stats.batches_in_workers == (0 if processes == 0 else in_workers)
         landed[processes] = (
             warehouse.columns("orders"),
@@ -718,8 +712,8 @@ def test_a_resource_needs_a_connection() -> None:
 
 
 def test_the_c_walk_is_built() -> None:
-    """`make` builds mongodb_dlt/_fastwalk.c with the package. Without a C compiler the package still works, on
-    the Python walk alone (about four times slower to convert), and this test says so."""
-    from mongodb_dlt import bson_arrow
+    """`make` builds mongodb_dlt/extract/_fastwalk.c with the package. Without a C compiler the package still works,
+    on the Python walk alone (about four times slower to convert), and this test says so."""
+    from mongodb_dlt.extract import bson_arrow
 
-    assert bson_arrow._fastwalk is not None, "mongodb_dlt._fastwalk was not built: is a C compiler installed?"
+    assert bson_arrow._fastwalk is not None, "mongodb_dlt.extract._fastwalk was not built: is a C compiler installed?"

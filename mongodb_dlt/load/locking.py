@@ -18,9 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-
-class CollectionBusyError(Exception):
-    """Another live process is loading the same collection into the same destination."""
+from mongodb_dlt.errors import CollectionBusyError
 
 
 def _holder(path: Path) -> dict[str, Any]:

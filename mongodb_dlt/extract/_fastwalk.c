@@ -548,7 +548,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    .m_base = PyModuleDef_HEAD_INIT, .m_name = "_fastwalk", .m_size = -1, .m_methods = methods,
+    .m_base = PyModuleDef_HEAD_INIT, .m_name = "mongodb_dlt.extract._fastwalk", .m_size = -1, .m_methods = methods,
 };
 
 PyMODINIT_FUNC PyInit__fastwalk(void) {

@@ -11,32 +11,8 @@ The common case of a batch (the usual types, no data-keyed maps, no ``json_paths
 in C straight from the BSON bytes (``_fastwalk.c``, built with the package when a C compiler is there); anything
 else, and every batch when the extension is missing, goes through bson's decoder and the Python walk below. Both
 give the same columns (``mongodb_dlt_tests/test_fastwalk.py``). Batches are converted in worker processes once a
-read is long enough (``source.py``). The tags and how each lands:
-
-=========================  =================  =======================================================
-BSON                       tag                Arrow value (DuckDB / BigQuery column)
-=========================  =================  =======================================================
-String                     ``string``         string (VARCHAR / STRING)
-Int32, Int64               ``int64``          int64 (BIGINT / INT64): every Int32 is an exact Int64
-Double                     ``double``         float64, NaN, +-Infinity and -0.0 kept (DOUBLE / FLOAT64)
-Boolean                    ``bool``           bool (BOOLEAN / BOOL)
-Date, years 1..9999        ``date``           timestamp[us, UTC] from the ms (TIMESTAMPTZ / TIMESTAMP)
-Date, other years          ``date_text``      Extended JSON text ``{"$date": {"$numberLong": "..."}}``
-ObjectId                   ``objectid``       24 lowercase hex characters (VARCHAR / STRING)
-Decimal128 that fits       ``decimal``        decimal128(38, 9), exact (DECIMAL(38,9) / NUMERIC)
-other Decimal128           ``decimal_text``   its exact string: ``1E+40``, ``NaN``, 34 digits
-Binary subtype 4 (UUID)    ``uuid``           canonical ``xxxxxxxx-xxxx-...`` text
-Binary subtype 0           ``binary``         bytes (BLOB / BYTES)
-Binary, other subtypes     ``binary_<n>``     bytes
-Timestamp, Regex, Code,    ``timestamp``,     Extended JSON v2 canonical text, one tag per BSON type
-Code with scope, MinKey,   ``regex``, ...
-MaxKey, DBRef, Symbol...
-Null or missing            (no tag)           NULL in every column of the field
-Embedded document          (flattened)        one column per leaf, path ``(parent, child)``
-Array                      (child table)      rows of a child table; scalars in its ``value`` column
-deeper than max nesting,   ``json``           relaxed Extended JSON text, dlt's ``json`` type
-data-keyed map, json_paths
-=========================  =================  =======================================================
+read is long enough (``source.py``).
+The type of each BSON value and how it lands are bson_types.py's.
 """
 
 from __future__ import annotations
@@ -44,242 +20,40 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import re
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import bson
 import pyarrow as pa
-from bson import DBRef, MaxKey, MinKey, ObjectId, Regex, json_util
-from bson.binary import Binary, UuidRepresentation
-from bson.code import Code
-from bson.codec_options import CodecOptions, DatetimeConversion
-from bson.datetime_ms import DatetimeMS
-from bson.decimal128 import Decimal128
-from bson.int64 import Int64
-from bson.timestamp import Timestamp
+
+from mongodb_dlt.errors import DocumentConversionError
+from mongodb_dlt.extract.bson_types import (
+    ARROW_TYPES,
+    CODEC_OPTIONS,
+    DECIMAL_TYPE,
+    LIST_LEVEL,
+    FieldPath,
+    TablePath,
+    arrow_type,
+    composite_identity,
+    extended_json,
+    get_path,
+    identity,
+    keys_are_data,
+    relaxed_json,
+    tagged,
+)
+from mongodb_dlt.results import JSON_TAG
 
 try:
-    from mongodb_dlt import _fastwalk
+    from mongodb_dlt.extract import _fastwalk
 except ImportError:  # built without a C compiler: every batch takes the Python walk
     _fastwalk = None
 
-FieldPath = tuple[str, ...]
-"""Raw MongoDB keys from a table's row down to a leaf; ``()`` is the element itself of a scalar array."""
-
-TablePath = tuple[FieldPath, ...]
-"""Where a child table's rows come from: the field path of an array in the root document, then the field path
-of an array inside that array's elements, and so on (``(("items",), ("tags",))``); ``()`` is the root table.
-``(LIST_LEVEL,)`` is an array directly inside an array."""
-
-LIST_LEVEL = "\x00list"
-"""Path segment of an array nested directly in an array (MongoDB keys cannot contain NUL)."""
-
-DECIMAL_PRECISION = 38
-DECIMAL_SCALE = 9
-DECIMAL_TYPE = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
-_DECIMAL_LIMIT = 10**DECIMAL_PRECISION
-_POWERS_OF_TEN = [10**power for power in range(DECIMAL_PRECISION + 1)]
-# Decimal128's BID layout (high 64 bits): sign, then 11110/11111 for infinities/NaN, 11 for the large form.
-_INFINITY_MASK = 0x78 << 56
-_LARGE_FORM_MASK = 3 << 61
-_EXPONENT_BIAS = 6176
-_COEFFICIENT_HIGH_MASK = (1 << 49) - 1
 _ZERO_DECIMAL = bytes(16)
 _ZERO_OBJECT_ID = bytes(12)
 _DATE_MS = pa.timestamp("ms", tz="UTC")
-
-# Dates Python, DuckDB's client and every warehouse read without overflow: 0001-01-01 .. 9999-12-31.
-_MIN_DATE_MS = -62_135_596_800_000
-_MAX_DATE_MS = 253_402_300_799_999
-
-CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
-    document_class=dict,
-    tz_aware=False,
-    # dates as plain milliseconds: no datetime objects to build, and no year range to fall over
-    datetime_conversion=DatetimeConversion.DATETIME_MS,
-    # UUIDs stay Binary so the subtype decides, never the client's configuration
-    uuid_representation=UuidRepresentation.UNSPECIFIED,
-)
-
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "int64": pa.int64(),
-    "double": pa.float64(),
-    "bool": pa.bool_(),
-    "date": pa.timestamp("us", tz="UTC"),
-    "objectid": pa.string(),
-    "decimal": DECIMAL_TYPE,
-    "uuid": pa.string(),
-    "binary": pa.binary(),
-    "json": pa.string(),
-}
-"""Arrow type of each tag; tags not listed (Extended JSON text, ``decimal_text``, ``date_text``) are strings."""
-
-JSON_TAG = "json"
-
-_EXTENDED_JSON_TAGS: dict[type, str] = {
-    Timestamp: "timestamp",
-    Regex: "regex",
-    MinKey: "minkey",
-    MaxKey: "maxkey",
-    DBRef: "dbref",
-}
-_CANONICAL = json_util.CANONICAL_JSON_OPTIONS
-_RELAXED = json_util.RELAXED_JSON_OPTIONS
-
-_DATA_KEY = re.compile(
-    r"[0-9a-fA-F]{24}|[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}"  # ObjectId, md5, sha1, sha256
-    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # UUID
-    r"|\d{4}-\d{2}(-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?)?"  # ISO date or month
-    r"|[+-]?\d+(\.\d+)?"  # number
-)
-
-
-def arrow_type(tag: str) -> pa.DataType:
-    """The Arrow type of a tag's column."""
-    if tag.startswith("binary_"):
-        return pa.binary()
-    return ARROW_TYPES.get(tag, pa.string())
-
-
-def looks_like_data_key(key: str) -> bool:
-    """True for keys that are data rather than field names: ObjectIds, hashes, UUIDs, ISO dates, numbers."""
-    return _DATA_KEY.fullmatch(key) is not None
-
-
-def keys_are_data(keys: Sequence[str], max_object_keys: int) -> bool:
-    """A document with these keys is a data-keyed map, stored whole as JSON: more than ``max_object_keys`` keys,
-    or any key that looks like data."""
-    return len(keys) > max_object_keys or any(looks_like_data_key(key) for key in keys)
-
-
-def extended_json(value: Any) -> str:
-    """Canonical Extended JSON v2 text of one value: lossless, the type is in the text."""
-    if isinstance(value, re.Pattern):
-        value = Regex.from_native(value)
-    return json_util.dumps(value, json_options=_CANONICAL)
-
-
-def relaxed_json(value: Any) -> str:
-    """Relaxed Extended JSON text of a sub-document or array stored whole (what ``mongoexport`` writes)."""
-    return json_util.dumps(value, json_options=_RELAXED, separators=(",", ":"))
-
-
-def tagged(value: Any) -> tuple[str, Any] | None:
-    """The tag and the Arrow-ready value of one scalar BSON value (as ``CODEC_OPTIONS`` decodes it); None for
-    null. Documents and arrays never get here: the walker flattens them or stores them as JSON."""
-    value_type = type(value)
-    if value_type is str:
-        return "string", value
-    if value_type is bool:
-        return "bool", value
-    if value_type is int or value_type is Int64:
-        return "int64", int(value)
-    if value_type is float:
-        return "double", value
-    if value_type is ObjectId:
-        return "objectid", value.binary
-    if value_type is DatetimeMS:
-        milliseconds = int(value)
-        if _MIN_DATE_MS <= milliseconds <= _MAX_DATE_MS:
-            return "date", milliseconds
-        return "date_text", extended_json(value)
-    if value_type is Decimal128:
-        unscaled = decimal_unscaled(value)
-        if unscaled is not None:
-            return "decimal", unscaled
-        return "decimal_text", str(value)
-    if value is None:
-        return None
-    if value_type is Binary or value_type is bytes:
-        subtype = getattr(value, "subtype", 0)
-        if subtype == 4 and len(value) == 16:
-            return "uuid", str(uuid.UUID(bytes=bytes(value)))
-        return ("binary" if subtype == 0 else f"binary_{subtype}"), bytes(value)
-    if value_type is Code:  # a str subclass: before any isinstance(str)
-        return ("code_with_scope" if value.scope is not None else "code"), extended_json(value)
-    tag = _EXTENDED_JSON_TAGS.get(value_type)
-    if tag is not None:
-        return tag, extended_json(value)
-    return type(value).__name__.lower(), extended_json(value)
-
-
-def decimal_unscaled(value: Decimal128) -> int | None:
-    """The integer ``value * 10**9`` when DECIMAL(38, 9) holds ``value`` exactly, else None (NaN, infinities,
-    more than 9 fractional digits, 30 or more integer digits). Read straight from the IEEE 754-2008 BID bits:
-    ``Decimal128.to_decimal`` costs ten times as much."""
-    high, low = value.bid[8:], value.bid[:8]
-    bits_high = int.from_bytes(high, "little")
-    if bits_high & _INFINITY_MASK == _INFINITY_MASK:  # NaN or an infinity
-        return None
-    if bits_high & _LARGE_FORM_MASK == _LARGE_FORM_MASK:
-        # the "large coefficient" form can only hold coefficients above 10**34: non-canonical, read as 0
-        return 0
-    exponent = ((bits_high >> 49) & 0x3FFF) - _EXPONENT_BIAS
-    coefficient = ((bits_high & _COEFFICIENT_HIGH_MASK) << 64) | int.from_bytes(low, "little")
-    if coefficient == 0:
-        return 0
-    shift = exponent + DECIMAL_SCALE
-    if shift > DECIMAL_PRECISION or shift < -DECIMAL_PRECISION:
-        return None
-    if shift < 0:  # more than 9 fractional digits: exact only when the extra ones are zeros ("1.0000000000")
-        unscaled, remainder = divmod(coefficient, _POWERS_OF_TEN[-shift])
-        if remainder:
-            return None
-    else:
-        unscaled = coefficient * _POWERS_OF_TEN[shift]
-    if unscaled >= _DECIMAL_LIMIT:
-        return None
-    return -unscaled if bits_high >> 63 else unscaled
-
-
-def identity(value: Any) -> str:
-    """A text key that is equal for two values exactly when MongoDB holds them equal as ``_id``s: the type is
-    part of it (``1`` and ``"1"`` differ), numbers compare by value (``1``, ``1.0`` and ``NumberLong(1)`` are one
-    key, as in a unique index), null is a key of its own."""
-    value_type = type(value)
-    if value_type is str:
-        return "s:" + value
-    if value_type is ObjectId:
-        return "o:" + str(value)
-    if value_type is bool:
-        return "b:" + ("true" if value else "false")
-    if value_type is int or value_type is Int64:
-        return f"n:{int(value)}"
-    if value_type is float:
-        if value == value and value not in (float("inf"), float("-inf")) and value.is_integer():
-            return f"n:{int(value)}"
-        return f"n:{value!r}"
-    if value_type is Decimal128:
-        number = value.to_decimal()
-        if number.is_finite() and number == number.to_integral_value():
-            return f"n:{int(number)}"
-        return f"n:{number.normalize()}" if number.is_finite() else f"n:{number}"
-    if value is None:
-        return "null"
-    if value_type is DatetimeMS:
-        return f"d:{int(value)}"
-    return "x:" + extended_json(value)
-
-
-def composite_identity(document: Mapping[str, Any], key_paths: Sequence[FieldPath]) -> str:
-    """``identity`` of the primary key fields of ``document`` (dotted paths), one text for the whole key."""
-    if len(key_paths) == 1:
-        path = key_paths[0]
-        return identity(document.get(path[0]) if len(path) == 1 else _get(document, path))
-    return "\x1f".join(identity(_get(document, path)) for path in key_paths)
-
-
-def _get(document: Mapping[str, Any], path: FieldPath) -> Any:
-    value: Any = document
-    for key in path:
-        if type(value) is not dict:
-            return None
-        value = value.get(key)
-    return value
 
 
 @dataclass(frozen=True)
@@ -539,7 +313,7 @@ def convert_documents(
         documents_seen += 1
         key = composite_identity(document, settings.key_paths)
         if cursor_path is not None:
-            cursor = _get(document, cursor_path)
+            cursor = get_path(document, cursor_path)
             cursor_identity = identity(cursor)
             if boundary_cursor is not None and cursor_identity == boundary_cursor and key in boundary_keys:
                 skipped += 1
@@ -593,7 +367,7 @@ def _add_last_cursor(batch: ConvertedBatch, raw: bytes, cursor_path: FieldPath, 
     at_last: list[str] = []
     for number in range(len(starts) - 1, -1, -1):
         end = starts[number + 1] if number + 1 < len(starts) else len(raw)
-        cursor = _get(bson.decode(raw[starts[number] : end], CODEC_OPTIONS), cursor_path)
+        cursor = get_path(bson.decode(raw[starts[number] : end], CODEC_OPTIONS), cursor_path)
         if last_identity is None:
             batch.last_cursor, last_identity = cursor, identity(cursor)
         elif identity(cursor) != last_identity:
@@ -643,33 +417,28 @@ def _batch_from_walk(keys: list[str], tables: list[tuple[Any, ...]]) -> Converte
     return ConvertedBatch(documents=len(keys), tables=built, keys=pa.array(keys, type=pa.string()))
 
 
-class DocumentConversionError(ValueError):
-    """A document MongoDB returned that we could not convert; the message names its ``_id`` and field."""
-
-    @classmethod
-    def locate(
-        cls,
-        raw: bytes,
-        settings: ConversionSettings,
-        boundary: tuple[str | None, frozenset[str]],
-        label: str,
-        error: Exception,
-    ) -> DocumentConversionError:
-        """Converts the documents of ``raw`` one by one to name the first one (and its field) that fails."""
-        offset = 0
-        while offset + 4 <= len(raw):
-            length = int.from_bytes(raw[offset : offset + 4], "little")
-            document = raw[offset : offset + length]
-            offset += length
-            try:
-                convert_raw_batch(document, settings, *boundary)
-            except Exception as document_error:
-                document_id, field_name = _locate_field(document)
-                return cls(
-                    f"{label}: document _id={document_id}, field {field_name!r}: "
-                    f"{type(document_error).__name__}: {document_error}"
-                )
-        return cls(f"{label}: a batch could not be converted: {type(error).__name__}: {error}")
+def locate_conversion_error(
+    raw: bytes,
+    settings: ConversionSettings,
+    boundary: tuple[str | None, frozenset[str]],
+    label: str,
+    error: Exception,
+) -> DocumentConversionError:
+    """Converts the documents of ``raw`` one by one to name the first one (and its field) that fails."""
+    offset = 0
+    while offset + 4 <= len(raw):
+        length = int.from_bytes(raw[offset : offset + 4], "little")
+        document = raw[offset : offset + length]
+        offset += length
+        try:
+            convert_raw_batch(document, settings, *boundary)
+        except Exception as document_error:
+            document_id, field_name = _locate_field(document)
+            return DocumentConversionError(
+                f"{label}: document _id={document_id}, field {field_name!r}: "
+                f"{type(document_error).__name__}: {document_error}"
+            )
+    return DocumentConversionError(f"{label}: a batch could not be converted: {type(error).__name__}: {error}")
 
 
 def _locate_field(document: bytes) -> tuple[str, str | None]:

@@ -24,7 +24,8 @@ from typing import Any
 
 from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCase
 
-from mongodb_dlt.bson_arrow import JSON_TAG, LIST_LEVEL, FieldPath, TablePath
+from mongodb_dlt.extract.bson_types import LIST_LEVEL, FieldPath, TablePath
+from mongodb_dlt.results import JSON_TAG
 
 ROW_ID = "_dlt_id"
 PARENT_ID = "_dlt_parent_id"

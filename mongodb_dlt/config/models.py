@@ -29,6 +29,10 @@ from bson import json_util
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from mongodb_dlt.errors import ConfigError
+from mongodb_dlt.naming import asset_name as asset_name_for
+from mongodb_dlt.naming import default_dataset, default_key_prefix
+
 CONFIG_PATH_ENV: Final = "MONGODB_DLT_CONFIG"
 DEFAULT_CONFIG_PATH: Final = "config/databases.yaml"
 
@@ -79,67 +83,16 @@ WriteDisposition = Literal["merge", "append", "replace"]
 ContractMode = Literal["evolve", "freeze", "discard_row", "discard_value"]
 ContractEntity = Literal["tables", "columns", "data_type"]
 
-_TOP_LEVEL_KEYS: Final = ("defaults", "destination", "dataset_prefix", "databases")
+TOP_LEVEL_KEYS: Final = ("defaults", "destination", "dataset_prefix", "databases")
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\{")
-_URL_PASSWORD = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*:)(?!\$\{[^}\s]*\}@)(?P<password>[^\s/?#]+)@"
-)
-_PASSWORD_PARAMETER = re.compile(r"(?i)(?P<head>\b\w*(?:password|passwd|pwd)=)(?P<password>[^&;\s'\"]+)")
 _SECRET_KEY = re.compile(
     r"(?i)credential|password|passwd|pwd|secret|private_key|token|api_?key|access_key|client_email|keyfile|key_file"
 )
 _ISO_WITH_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
-_NOT_IN_ASSET_NAME = re.compile(r"[^A-Za-z0-9_]")
 _DOTTED_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 _DATABASE_FORBIDDEN_CHARS = frozenset('/\\. "$*<>:|?\0')
 _MAX_DATABASE_NAME_BYTES = 63
 _EXTENDED_JSON = json_util.JSONOptions(tz_aware=True, tzinfo=dt.UTC)
-
-
-class ConfigError(Exception):
-    """A problem in the YAML: ``str()`` is ``<file>, line <n>, key <dotted.key>: <problem>``.
-
-    When several problems were found at once, ``errors`` holds each of them and ``str()`` lists one per line;
-    the attributes of the error itself are those of the first problem.
-    """
-
-    def __init__(
-        self,
-        problem: str,
-        *,
-        path: str | os.PathLike[str] | None = None,
-        line: int | None = None,
-        key: str | None = None,
-        errors: Sequence[ConfigError] = (),
-    ) -> None:
-        self.problem = mask_secrets(problem)
-        self.path = Path(path) if path is not None else None
-        self.line = line
-        self.key = key
-        self.errors: list[ConfigError] = list(errors) or [self]
-        super().__init__(str(self))
-
-    @classmethod
-    def collect(cls, errors: Sequence[ConfigError]) -> ConfigError:
-        first = errors[0]
-        if len(errors) == 1:
-            return first
-        return cls(first.problem, path=first.path, line=first.line, key=first.key, errors=errors)
-
-    def _one_line(self) -> str:
-        where = [str(self.path)] if self.path is not None else []
-        if self.line is not None:
-            where.append(f"line {self.line}")
-        if self.key:
-            where.append(f"key {self.key}")
-        return f"{', '.join(where)}: {self.problem}" if where else self.problem
-
-    def __str__(self) -> str:
-        return "\n".join(error._one_line() for error in self.errors)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Exception pickling replays args only; keep path/line/key/errors across processes.
-        return (self.__class__, (self.problem,), self.__dict__)
 
 
 def _default(option: str, **constraints: Any) -> Any:
@@ -321,6 +274,17 @@ class CollectionOptions(_Frozen):
     table_name: str | None = Field(None, min_length=1)
     freshness: FreshnessConfig | None = _default("freshness")
 
+    @property
+    def merges(self) -> bool:
+        """Upserts on the primary key (``merge``): the table holds one row per document."""
+        return self.write_disposition == "merge"
+
+    @property
+    def reads_whole_collection(self) -> bool:
+        """A merge or replace collection without incremental reads every document its filter matches on each run,
+        so its root table should hold as many documents as MongoDB does; any other adds what it reads."""
+        return self.incremental is None and self.write_disposition in ("merge", "replace")
+
     @field_validator("primary_key", "json_paths", mode="before")
     @classmethod
     def _name_list(cls, value: Any) -> Any:
@@ -498,36 +462,9 @@ class ProjectConfig(_Frozen):
     databases: dict[str, DatabaseConfig]
 
 
-def asset_name_for(collection: str) -> str:
-    """The collection name as Dagster asset-key part and output name: chars outside [A-Za-z0-9_] become _."""
-    return _NOT_IN_ASSET_NAME.sub("_", collection)
-
-
-def default_dataset(dataset_prefix: str, database: str) -> str:
-    if not dataset_prefix:
-        return database
-    return DEFAULTS["dataset"].format(dataset_prefix=dataset_prefix, database=database)
-
-
-def default_key_prefix(database: str) -> tuple[str, ...]:
-    return tuple(part.format(database=database) for part in DEFAULTS["key_prefix"])
-
-
 def config_path() -> Path:
     """The YAML to load: env MONGODB_DLT_CONFIG, else config/databases.yaml."""
     return Path(os.environ.get(CONFIG_PATH_ENV) or DEFAULT_CONFIG_PATH)
-
-
-def mask_secrets(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@host`` and ``password=``/``pwd=`` value
-    replaced by ``****``."""
-    text = _URL_PASSWORD.sub(r"\g<head>****@", text)
-    return _PASSWORD_PARAMETER.sub(r"\g<head>****", text)
-
-
-def mask_url(url: str) -> str:
-    """``url`` (mongodb://, mongodb+srv:// or any scheme) safe to log: its password replaced by ``****``."""
-    return mask_secrets(url)
 
 
 def _interpolate(value: str) -> tuple[str, list[str], bool]:
@@ -652,7 +589,7 @@ def _show(value: Any) -> str:
 
 def _empty_file(path: Path) -> ConfigError:
     return ConfigError(
-        f"the file is empty: expected a mapping with keys {', '.join(_TOP_LEVEL_KEYS)}", path=path
+        f"the file is empty: expected a mapping with keys {', '.join(TOP_LEVEL_KEYS)}", path=path
     )
 
 
@@ -936,14 +873,14 @@ class _Resolver:
             raise _empty_file(doc.path)
         if not isinstance(data, dict):
             doc.problem(
-                f"the top level must be a mapping with keys {', '.join(_TOP_LEVEL_KEYS)}, got {_show(data)}"
+                f"the top level must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}, got {_show(data)}"
             )
             return None
         for key in data:
-            if key not in _TOP_LEVEL_KEYS:
-                close = difflib.get_close_matches(key, _TOP_LEVEL_KEYS, n=1)
+            if key not in TOP_LEVEL_KEYS:
+                close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
-                doc.problem(f"unknown key {key!r}{hint}; allowed keys: {', '.join(_TOP_LEVEL_KEYS)}", (key,))
+                doc.problem(f"unknown key {key!r}{hint}; allowed keys: {', '.join(TOP_LEVEL_KEYS)}", (key,))
         destination = self.destination(data.get("destination"))
         dataset_prefix = data.get("dataset_prefix", DEFAULTS["dataset_prefix"])
         if dataset_prefix is None:

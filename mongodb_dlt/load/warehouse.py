@@ -1,5 +1,6 @@
-"""What we do to the warehouse around dlt's own load: wait for a DuckDB file another process holds, undo loads
-that never completed, and tell a collection's first load (nothing to merge into) from the others.
+"""Every SQL statement we run ourselves, around dlt's own load: undo loads that never completed, drop an older
+version's array elements, tell a collection's first load (nothing to merge into) from the others, count what a
+load left for the ``rows_match_source`` check, and check extracted files for a repeated document key.
 
 dlt applies a package job by job and records the package in ``_dlt_loads`` only at the end, so a process that
 dies in between leaves rows in the warehouse that no completed load owns. Every row we write carries its
@@ -12,77 +13,25 @@ ever applied twice and no child row outlives its parent's load.
 from __future__ import annotations
 
 import json
-import logging
 import re
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import dlt
 import duckdb
-from dlt.common.schema.utils import normalize_schema_name
+from dlt.common.destination.exceptions import SqlClientNotAvailable
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.job_client_impl import SqlJobClientBase
 
-from mongodb_dlt.columns import DOCUMENT_KEY, LOAD_ID, ROOT_ID, ROW_ID
+from mongodb_dlt.errors import describe_error
+from mongodb_dlt.extract.columns import DOCUMENT_KEY, LOAD_ID, ROOT_ID, ROW_ID
+from mongodb_dlt.naming import schema_name as _pipeline_schema
+from mongodb_dlt.results import RowCounts
 
-_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
-_MAX_LOCK_WAIT_STEP_SECONDS = 10.0
-
-
-class DestinationLockedError(Exception):
-    """The DuckDB file stayed locked by another process for longer than ``destination.lock_timeout``."""
-
-
-class DestinationNotWritableError(Exception):
-    """The DuckDB file cannot be opened for writing for a reason waiting would not cure."""
-
-
-def lock_holder(error: BaseException) -> str | None:
-    """``PID 123 (/usr/bin/python3)`` when ``error`` is DuckDB refusing a file another process holds."""
-    match = _LOCK_HOLDER.search(str(error))
-    if match is None:
-        return None
-    return f"PID {match['pid']} ({match['program']})"
-
-
-@contextmanager
-def duckdb_connection(
-    path: str, config: dict[str, Any], timeout_seconds: float, log: logging.Logger
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-write connection to ``path`` held for the block, so no other process can take the file between
-    dlt's statements. While another process holds the file, waits with backoff up to ``timeout_seconds``,
-    logging who holds it."""
-    started = time.monotonic()
-    delay = 0.25
-    while True:
-        try:
-            connection = duckdb.connect(path, config=config)
-            break
-        except duckdb.IOException as error:
-            holder = lock_holder(error)
-            if holder is None:
-                raise DestinationNotWritableError(f"cannot open DuckDB file {path} for writing: {error}") from None
-            waited = time.monotonic() - started
-            if waited >= timeout_seconds:
-                raise DestinationLockedError(
-                    f"DuckDB file {path} is locked by {holder}; waited {waited:.0f} s "
-                    f"(destination.lock_timeout: {timeout_seconds:g} s). Close that process's connection, or "
-                    "raise lock_timeout, then run again."
-                ) from None
-            log.info(f"waiting for DuckDB file {path}: locked by {holder} ({waited:.0f} s of {timeout_seconds:g} s)")
-            time.sleep(min(delay, timeout_seconds - waited))
-            delay = min(delay * 2, _MAX_LOCK_WAIT_STEP_SECONDS)
-    try:
-        yield connection
-    finally:
-        connection.close()
-
+_LOAD_ID_TEXT = re.compile(r"[0-9.]+")
 
 def _schema_name(pipeline: dlt.Pipeline) -> str:
-    """The schema dlt names after a pipeline that extracts a standalone resource: snake_case, as it is stored."""
-    return normalize_schema_name(pipeline.pipeline_name)
+    return _pipeline_schema(pipeline.pipeline_name)
 
 
 def _stored_tables(client: SqlJobClientBase, schema_name: str) -> dict[str, Any]:
@@ -175,3 +124,52 @@ def holds_no_tables_of(pipeline: dlt.Pipeline, root_table: str) -> bool:
     except Exception:
         return False
     return bool(rows) and rows[0][0] == 0
+
+
+def count_rows(pipeline: dlt.Pipeline, root_table: str, load_ids: Sequence[str], whole_table: bool) -> RowCounts:
+    """The root table's rows that this load added and, for a collection read whole, its distinct documents.
+    Never raises: the load is committed by now, and a count that cannot be taken is the check's to report."""
+    try:
+        with pipeline.sql_client() as client:
+            table = client.make_qualified_table_name(root_table)
+            rows_added = 0
+            if load_ids:
+                if not all(_LOAD_ID_TEXT.fullmatch(load_id) for load_id in load_ids):
+                    raise ValueError(f"unexpected load ids {load_ids}")
+                ids = ", ".join(f"'{load_id}'" for load_id in load_ids)
+                rows_added = _count(
+                    client, f"SELECT COUNT(*) FROM {table} WHERE {client.escape_column_name(LOAD_ID)} IN ({ids})"
+                )
+            warehouse_rows = None
+            if whole_table:
+                warehouse_rows = _count(
+                    client, f"SELECT COUNT(DISTINCT {client.escape_column_name(DOCUMENT_KEY)}) FROM {table}"
+                )
+            return RowCounts(warehouse_rows=warehouse_rows, rows_added=rows_added)
+    except SqlClientNotAvailable:
+        return RowCounts(
+            not_verifiable=f"destination {pipeline.destination.destination_name} cannot be queried with SQL"
+        )
+    except Exception as error:
+        return RowCounts(error=describe_error(error))
+
+
+def _count(client: Any, sql: str) -> int:
+    try:
+        rows = client.execute_sql(sql)
+    except DatabaseUndefinedRelation:
+        return 0  # nothing was ever loaded: dlt creates no table for a collection without documents
+    return int(rows[0][0]) if rows else 0
+
+
+def keys_repeat(parquet_files: Sequence[str], duckdb_config: dict[str, Any], temp_directory: str) -> bool:
+    """True when a ``_mongo_key`` occurs more than once across the extracted root-table files (read with a local
+    DuckDB, never the warehouse). Raises ``duckdb.Error`` when the files cannot be read."""
+    with duckdb.connect(config=duckdb_config) as connection:
+        connection.execute("SET temp_directory = ?", [temp_directory])
+        found = connection.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM read_parquet(?) GROUP BY \"{DOCUMENT_KEY}\""
+            " HAVING COUNT(*) > 1 LIMIT 1)",
+            [list(parquet_files)],
+        ).fetchone()
+    return found is None or found[0] != 0

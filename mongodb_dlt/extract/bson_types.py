@@ -1,0 +1,257 @@
+"""The type table of the converter: each BSON type's tag, its Arrow type, and the typed identity of a key.
+
+Values of one field that hold several BSON types get one column per tag (``columns.py`` names them); nothing is
+ever coerced from one type into another. The tags and how each lands:
+
+=========================  =================  =======================================================
+BSON                       tag                Arrow value (DuckDB / BigQuery column)
+=========================  =================  =======================================================
+String                     ``string``         string (VARCHAR / STRING)
+Int32, Int64               ``int64``          int64 (BIGINT / INT64): every Int32 is an exact Int64
+Double                     ``double``         float64, NaN, +-Infinity and -0.0 kept (DOUBLE / FLOAT64)
+Boolean                    ``bool``           bool (BOOLEAN / BOOL)
+Date, years 1..9999        ``date``           timestamp[us, UTC] from the ms (TIMESTAMPTZ / TIMESTAMP)
+Date, other years          ``date_text``      Extended JSON text ``{"$date": {"$numberLong": "..."}}``
+ObjectId                   ``objectid``       24 lowercase hex characters (VARCHAR / STRING)
+Decimal128 that fits       ``decimal``        decimal128(38, 9), exact (DECIMAL(38,9) / NUMERIC)
+other Decimal128           ``decimal_text``   its exact string: ``1E+40``, ``NaN``, 34 digits
+Binary subtype 4 (UUID)    ``uuid``           canonical ``xxxxxxxx-xxxx-...`` text
+Binary subtype 0           ``binary``         bytes (BLOB / BYTES)
+Binary, other subtypes     ``binary_<n>``     bytes
+Timestamp, Regex, Code,    ``timestamp``,     Extended JSON v2 canonical text, one tag per BSON type
+Code with scope, MinKey,   ``regex``, ...
+MaxKey, DBRef, Symbol...
+Null or missing            (no tag)           NULL in every column of the field
+Embedded document          (flattened)        one column per leaf, path ``(parent, child)``
+Array                      (child table)      rows of a child table; scalars in its ``value`` column
+deeper than max nesting,   ``json``           relaxed Extended JSON text, dlt's ``json`` type
+data-keyed map, json_paths
+=========================  =================  =======================================================
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+from bson import DBRef, MaxKey, MinKey, ObjectId, Regex, json_util
+from bson.binary import Binary, UuidRepresentation
+from bson.code import Code
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.datetime_ms import DatetimeMS
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+from bson.timestamp import Timestamp
+
+FieldPath = tuple[str, ...]
+"""Raw MongoDB keys from a table's row down to a leaf; ``()`` is the element itself of a scalar array."""
+
+TablePath = tuple[FieldPath, ...]
+"""Where a child table's rows come from: the field path of an array in the root document, then the field path
+of an array inside that array's elements, and so on (``(("items",), ("tags",))``); ``()`` is the root table.
+``(LIST_LEVEL,)`` is an array directly inside an array."""
+
+LIST_LEVEL = "\x00list"
+"""Path segment of an array nested directly in an array (MongoDB keys cannot contain NUL)."""
+
+DECIMAL_PRECISION = 38
+DECIMAL_SCALE = 9
+DECIMAL_TYPE = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
+_DECIMAL_LIMIT = 10**DECIMAL_PRECISION
+_POWERS_OF_TEN = [10**power for power in range(DECIMAL_PRECISION + 1)]
+# Decimal128's BID layout (high 64 bits): sign, then 11110/11111 for infinities/NaN, 11 for the large form.
+_INFINITY_MASK = 0x78 << 56
+_LARGE_FORM_MASK = 3 << 61
+_EXPONENT_BIAS = 6176
+_COEFFICIENT_HIGH_MASK = (1 << 49) - 1
+
+# Dates Python, DuckDB's client and every warehouse read without overflow: 0001-01-01 .. 9999-12-31.
+_MIN_DATE_MS = -62_135_596_800_000
+_MAX_DATE_MS = 253_402_300_799_999
+
+CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
+    document_class=dict,
+    tz_aware=False,
+    # dates as plain milliseconds: no datetime objects to build, and no year range to fall over
+    datetime_conversion=DatetimeConversion.DATETIME_MS,
+    # UUIDs stay Binary so the subtype decides, never the client's configuration
+    uuid_representation=UuidRepresentation.UNSPECIFIED,
+)
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int64": pa.int64(),
+    "double": pa.float64(),
+    "bool": pa.bool_(),
+    "date": pa.timestamp("us", tz="UTC"),
+    "objectid": pa.string(),
+    "decimal": DECIMAL_TYPE,
+    "uuid": pa.string(),
+    "binary": pa.binary(),
+    "json": pa.string(),
+}
+"""Arrow type of each tag; tags not listed (Extended JSON text, ``decimal_text``, ``date_text``) are strings."""
+
+_EXTENDED_JSON_TAGS: dict[type, str] = {
+    Timestamp: "timestamp",
+    Regex: "regex",
+    MinKey: "minkey",
+    MaxKey: "maxkey",
+    DBRef: "dbref",
+}
+_CANONICAL = json_util.CANONICAL_JSON_OPTIONS
+_RELAXED = json_util.RELAXED_JSON_OPTIONS
+
+_DATA_KEY = re.compile(
+    r"[0-9a-fA-F]{24}|[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}"  # ObjectId, md5, sha1, sha256
+    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # UUID
+    r"|\d{4}-\d{2}(-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?)?"  # ISO date or month
+    r"|[+-]?\d+(\.\d+)?"  # number
+)
+
+
+def arrow_type(tag: str) -> pa.DataType:
+    """The Arrow type of a tag's column."""
+    if tag.startswith("binary_"):
+        return pa.binary()
+    return ARROW_TYPES.get(tag, pa.string())
+
+
+def looks_like_data_key(key: str) -> bool:
+    """True for keys that are data rather than field names: ObjectIds, hashes, UUIDs, ISO dates, numbers."""
+    return _DATA_KEY.fullmatch(key) is not None
+
+
+def keys_are_data(keys: Sequence[str], max_object_keys: int) -> bool:
+    """A document with these keys is a data-keyed map, stored whole as JSON: more than ``max_object_keys`` keys,
+    or any key that looks like data."""
+    return len(keys) > max_object_keys or any(looks_like_data_key(key) for key in keys)
+
+
+def extended_json(value: Any) -> str:
+    """Canonical Extended JSON v2 text of one value: lossless, the type is in the text."""
+    if isinstance(value, re.Pattern):
+        value = Regex.from_native(value)
+    return json_util.dumps(value, json_options=_CANONICAL)
+
+
+def relaxed_json(value: Any) -> str:
+    """Relaxed Extended JSON text of a sub-document or array stored whole (what ``mongoexport`` writes)."""
+    return json_util.dumps(value, json_options=_RELAXED, separators=(",", ":"))
+
+
+def tagged(value: Any) -> tuple[str, Any] | None:
+    """The tag and the Arrow-ready value of one scalar BSON value (as ``CODEC_OPTIONS`` decodes it); None for
+    null. Documents and arrays never get here: the walker flattens them or stores them as JSON."""
+    value_type = type(value)
+    if value_type is str:
+        return "string", value
+    if value_type is bool:
+        return "bool", value
+    if value_type is int or value_type is Int64:
+        return "int64", int(value)
+    if value_type is float:
+        return "double", value
+    if value_type is ObjectId:
+        return "objectid", value.binary
+    if value_type is DatetimeMS:
+        milliseconds = int(value)
+        if _MIN_DATE_MS <= milliseconds <= _MAX_DATE_MS:
+            return "date", milliseconds
+        return "date_text", extended_json(value)
+    if value_type is Decimal128:
+        unscaled = decimal_unscaled(value)
+        if unscaled is not None:
+            return "decimal", unscaled
+        return "decimal_text", str(value)
+    if value is None:
+        return None
+    if value_type is Binary or value_type is bytes:
+        subtype = getattr(value, "subtype", 0)
+        if subtype == 4 and len(value) == 16:
+            return "uuid", str(uuid.UUID(bytes=bytes(value)))
+        return ("binary" if subtype == 0 else f"binary_{subtype}"), bytes(value)
+    if value_type is Code:  # a str subclass: before any isinstance(str)
+        return ("code_with_scope" if value.scope is not None else "code"), extended_json(value)
+    tag = _EXTENDED_JSON_TAGS.get(value_type)
+    if tag is not None:
+        return tag, extended_json(value)
+    return type(value).__name__.lower(), extended_json(value)
+
+
+def decimal_unscaled(value: Decimal128) -> int | None:
+    """The integer ``value * 10**9`` when DECIMAL(38, 9) holds ``value`` exactly, else None (NaN, infinities,
+    more than 9 fractional digits, 30 or more integer digits). Read straight from the IEEE 754-2008 BID bits:
+    ``Decimal128.to_decimal`` costs ten times as much."""
+    high, low = value.bid[8:], value.bid[:8]
+    bits_high = int.from_bytes(high, "little")
+    if bits_high & _INFINITY_MASK == _INFINITY_MASK:  # NaN or an infinity
+        return None
+    if bits_high & _LARGE_FORM_MASK == _LARGE_FORM_MASK:
+        # the "large coefficient" form can only hold coefficients above 10**34: non-canonical, read as 0
+        return 0
+    exponent = ((bits_high >> 49) & 0x3FFF) - _EXPONENT_BIAS
+    coefficient = ((bits_high & _COEFFICIENT_HIGH_MASK) << 64) | int.from_bytes(low, "little")
+    if coefficient == 0:
+        return 0
+    shift = exponent + DECIMAL_SCALE
+    if shift > DECIMAL_PRECISION or shift < -DECIMAL_PRECISION:
+        return None
+    if shift < 0:  # more than 9 fractional digits: exact only when the extra ones are zeros ("1.0000000000")
+        unscaled, remainder = divmod(coefficient, _POWERS_OF_TEN[-shift])
+        if remainder:
+            return None
+    else:
+        unscaled = coefficient * _POWERS_OF_TEN[shift]
+    if unscaled >= _DECIMAL_LIMIT:
+        return None
+    return -unscaled if bits_high >> 63 else unscaled
+
+
+def identity(value: Any) -> str:
+    """A text key that is equal for two values exactly when MongoDB holds them equal as ``_id``s: the type is
+    part of it (``1`` and ``"1"`` differ), numbers compare by value (``1``, ``1.0`` and ``NumberLong(1)`` are one
+    key, as in a unique index), null is a key of its own."""
+    value_type = type(value)
+    if value_type is str:
+        return "s:" + value
+    if value_type is ObjectId:
+        return "o:" + str(value)
+    if value_type is bool:
+        return "b:" + ("true" if value else "false")
+    if value_type is int or value_type is Int64:
+        return f"n:{int(value)}"
+    if value_type is float:
+        if value == value and value not in (float("inf"), float("-inf")) and value.is_integer():
+            return f"n:{int(value)}"
+        return f"n:{value!r}"
+    if value_type is Decimal128:
+        number = value.to_decimal()
+        if number.is_finite() and number == number.to_integral_value():
+            return f"n:{int(number)}"
+        return f"n:{number.normalize()}" if number.is_finite() else f"n:{number}"
+    if value is None:
+        return "null"
+    if value_type is DatetimeMS:
+        return f"d:{int(value)}"
+    return "x:" + extended_json(value)
+
+
+def composite_identity(document: Mapping[str, Any], key_paths: Sequence[FieldPath]) -> str:
+    """``identity`` of the primary key fields of ``document`` (dotted paths), one text for the whole key."""
+    if len(key_paths) == 1:
+        path = key_paths[0]
+        return identity(document.get(path[0]) if len(path) == 1 else get_path(document, path))
+    return "\x1f".join(identity(get_path(document, path)) for path in key_paths)
+
+
+def get_path(document: Mapping[str, Any], path: FieldPath) -> Any:
+    value: Any = document
+    for key in path:
+        if type(value) is not dict:
+            return None
+        value = value.get(key)
+    return value

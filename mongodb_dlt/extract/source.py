@@ -1,0 +1,266 @@
+"""Our dlt source for MongoDB: one resource per collection, read as raw BSON batches and handed to dlt as Arrow.
+
+``mongodb_collection`` reads one collection with the options of one ``CollectionOptions`` (the YAML's collection
+options, defaults included); ``mongodb`` groups several into a dlt source. The server gets the user filter and, for
+an incremental collection, ``{cursor: {"$gte": last_value}}`` sorted by the cursor, so a run reads only new
+documents. Without incremental the read is sorted by ``_id`` so it is deterministic.
+
+Each server reply (``find_raw_batches``: the BSON bytes, not decoded) is converted to Arrow by ``bson_arrow``
+(in worker processes once the read is long enough, workers.py), while this process keeps reading; the converted
+batches come back in order, ``columns`` names their columns and the assembler turns them into dlt items. dlt
+receives Arrow tables only: it extracts them to parquet without looking at a single row, and keeps schema,
+state, write dispositions and destinations. Incremental state is the cursor module's, committed with the load.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import dlt
+import pymongo
+from dlt.common.storages.exceptions import CurrentLoadPackageStateNotAvailable
+from dlt.common.typing import TDataItems
+from dlt.extract import DltResource
+
+from mongodb_dlt.config import CollectionOptions
+from mongodb_dlt.extract import mongo
+from mongodb_dlt.extract.assembler import Assembler
+from mongodb_dlt.extract.bson_arrow import ConversionSettings, FieldPath, TablePath
+from mongodb_dlt.extract.columns import CollectionNames, display_path, flat_path
+from mongodb_dlt.extract.cursor import CursorState
+from mongodb_dlt.extract.workers import ConversionQueue
+from mongodb_dlt.naming import root_table
+from mongodb_dlt.results import JSON_TAG, ExtractStats, NewColumn
+
+logger = logging.getLogger(__name__)
+
+_PROMOTE_OPTIONS = "data_writer.arrow_concat_promote_options"
+
+
+def conversion_settings(options: CollectionOptions) -> ConversionSettings:
+    """What the converter needs to know of a collection's options."""
+    cursor_field = options.incremental.cursor_field if options.incremental else None
+    return ConversionSettings(
+        max_table_nesting=options.max_table_nesting,
+        json_paths=frozenset(tuple(path.split(".")) for path in options.json_paths),
+        max_object_keys=options.max_object_keys,
+        key_paths=tuple(tuple(key.split(".")) for key in options.primary_key or ("_id",)),
+        cursor_path=tuple(cursor_field.split(".")) if cursor_field else None,
+    )
+
+
+def mongodb_collection(
+    connection_url: str | None,
+    database: str,
+    collection: str,
+    options: CollectionOptions | None = None,
+    *,
+    client: Any = None,
+    stats: ExtractStats | None = None,
+    conversion_processes: int | None = None,
+    count_documents: bool = False,
+    first_load: bool = False,
+    **option_values: Any,
+) -> DltResource:
+    """A dlt resource that reads one collection; nothing connects until dlt extracts it.
+
+    ``options`` (or the same options as keyword arguments, ``write_disposition="append"``, validated the same
+    way) are the YAML's collection options; what is not given takes the YAML's default. The resource is named
+    ``table_name`` (default: the collection). ``client`` (pymongo, or mongomock in tests) is used instead of
+    connecting to ``connection_url`` and is left open. ``stats`` is filled in while dlt extracts.
+    ``conversion_processes`` caps the worker processes (0: convert in this process; default: all cores).
+    ``count_documents`` counts the documents matching the read's query (same client, same query) just before
+    and just after the read, into ``stats.count_before`` and ``stats.count_after``: the two ends of what a read
+    racing with writers can have seen. A ``limit`` is not applied to the counts. ``first_load`` says the warehouse
+    holds none of the collection's tables: a merge then writes no rows that clear old array elements.
+    """
+    label = f"{database}.{collection}"
+    if client is None and connection_url is None:
+        raise ValueError(f"{label}: give a connection_url or a client")
+    if options is not None and option_values:
+        raise ValueError(f"{label}: give options or keyword options, not both")
+    if options is None:
+        options = CollectionOptions.model_validate(option_values)
+    cursor_field = options.incremental.cursor_field if options.incremental is not None else None
+    key_fields = list(options.primary_key) or ["_id"]
+    required_fields = ["_id", *key_fields] if cursor_field is None else ["_id", *key_fields, cursor_field]
+    read_projection = mongo.projection(options.projection, dict.fromkeys(required_fields))
+    sort = [(cursor_field or "_id", pymongo.ASCENDING)]
+    settings = conversion_settings(options)
+    resource_name = options.table_name or collection
+    _allow_schema_growth()
+
+    def read_collection() -> Iterator[TDataItems]:
+        run_stats = stats if stats is not None else ExtractStats()
+        run_settings = settings
+        schema = dlt.current.source_schema()
+        names = CollectionNames(root_table(resource_name), schema.tables)
+        known_columns = _named_columns(names)
+        try:
+            load_id: str | None = dlt.current.load_package_state()["load_id"]
+        except CurrentLoadPackageStateNotAvailable:
+            load_id = None  # iterated outside a pipeline: nothing is loaded, so nothing can need undoing
+        assembler = Assembler(
+            names, options.write_disposition, options.schema_contract, run_stats, load_id, settings.cursor_path,
+            first_load,
+        )
+        cursor_state = CursorState.load(dlt.current.resource_state(), cursor_field) if cursor_field else None
+        conversions = ConversionQueue(label, conversion_processes)
+
+        client_used = client if client is not None else mongo.connect(connection_url)  # type: ignore[arg-type]
+        try:
+            source = client_used[database][collection]
+            start = None
+            if cursor_state is not None:
+                initial_value = options.incremental.initial_value if options.incremental else None
+                start = cursor_state.start_value(source, initial_value)
+            query = mongo.query(options.filter, cursor_field, start)
+            logger.debug("%s: find %s sort %s", label, query, sort)
+            if count_documents:
+                _count_into(run_stats, source, query, before=True)
+            raw_batches = mongo.raw_batches(
+                source,
+                query,
+                projection=read_projection,
+                sort=sort,
+                batch_size=options.batch_size,
+                limit=options.limit or 0,
+                # a cursor field without an index is sorted by the server; past 100 MB it needs the disk
+                allow_disk_use=cursor_field is not None or None,
+            )
+            boundary = cursor_state.boundary() if cursor_state is not None else (None, frozenset())
+            for raw in raw_batches:
+                if not names.json_paths <= run_settings.json_paths:
+                    run_settings = replace(run_settings, json_paths=run_settings.json_paths | names.json_paths)
+                conversions.put(raw, run_settings, boundary)
+                for batch in conversions.take():
+                    yield from assembler.items(batch)
+                    _count_batch(run_stats, batch, cursor_state)
+            for batch in conversions.drain():
+                yield from assembler.items(batch)
+                _count_batch(run_stats, batch, cursor_state)
+            yield from assembler.flush()
+            run_stats.batches_in_workers = conversions.in_workers
+            if count_documents and run_stats.count_error is None:
+                _count_into(run_stats, source, query, before=False)
+        finally:
+            if client is None:
+                client_used.close()
+        if cursor_state is not None:
+            cursor_state.save()
+        run_stats.columns = names.all_paths()
+        run_stats.new_columns = _new_columns(names, known_columns, settings.json_paths)
+        logger.debug("%s: done, %d documents", label, run_stats.documents)
+
+    return dlt.resource(  # type: ignore[call-overload, no-any-return]
+        read_collection,
+        name=resource_name,
+        write_disposition=options.write_disposition,
+        max_table_nesting=options.max_table_nesting,
+        schema_contract=options.schema_contract,
+    )
+
+
+def _count_into(stats: ExtractStats, source: Any, query: dict[str, Any], *, before: bool) -> None:
+    counted = mongo.count(source, query)
+    if isinstance(counted, str):
+        stats.count_error = counted
+    elif before:
+        stats.count_before = counted
+    else:
+        stats.count_after = counted
+
+
+def _count_batch(stats: ExtractStats, batch: Any, cursor_state: CursorState | None) -> None:
+    stats.batches += 1
+    stats.documents += batch.documents
+    stats.skipped_at_boundary += batch.skipped
+    if cursor_state is not None:
+        cursor_state.advance(batch)
+    if stats.on_progress is not None:
+        stats.on_progress(stats.documents)
+
+
+def _named_columns(names: CollectionNames) -> set[tuple[TablePath, FieldPath, str]]:
+    return {(path, field_path, tag) for path, table in names.tables.items() for field_path, tag in table.columns}
+
+
+def _new_columns(
+    names: CollectionNames, known: set[tuple[TablePath, FieldPath, str]], json_paths: frozenset[FieldPath]
+) -> list[NewColumn]:
+    """The columns named since ``known`` was taken, each with the column of its path's first type."""
+    added = []
+    for path, table in names.tables.items():
+        tag_of = {name: tag for (_, tag), name in table.columns.items()}
+        for (field_path, tag), name in table.columns.items():
+            if (path, field_path, tag) in known:
+                continue
+            plain = table.base.get(field_path, name)
+            flattened_before: tuple[str, ...] = ()
+            if tag == JSON_TAG:
+                flattened_before = tuple(
+                    column
+                    for (other_path, _), column in table.columns.items()
+                    if len(other_path) > len(field_path) and other_path[: len(field_path)] == field_path
+                )
+            added.append(NewColumn(
+                table=table.name,
+                column=name,
+                path=display_path(path, field_path),
+                type=tag,
+                plain_column=plain,
+                plain_type=tag_of.get(plain, tag),
+                configured_json=tag == JSON_TAG and flat_path(path, field_path) in json_paths,
+                flattened_before=flattened_before,
+            ))
+    return added
+
+
+class _ExpectedHintOverride(logging.Filter):
+    """Drops dlt's warning that column hints override the Arrow types: ours do on purpose (a ``json`` column
+    arrives as Arrow text), once per batch, which would bury every other line of the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "when merging arrow schema with dlt schema" not in record.getMessage()
+
+
+_HINT_OVERRIDE_FILTER = _ExpectedHintOverride()
+
+
+def _allow_schema_growth() -> None:
+    """Lets dlt buffer Arrow tables of one table whose columns grow from batch to batch (a new field, a new
+    variant). dlt's "default" promotion only adds the missing columns as nulls; a column's type never changes
+    here, since each (path, type) pair has a column of its own. A value the user configured is kept."""
+    try:
+        configured = dlt.config[_PROMOTE_OPTIONS]
+    except KeyError:
+        configured = None
+    if configured is None:
+        dlt.config[_PROMOTE_OPTIONS] = "default"
+    logging.getLogger("dlt").addFilter(_HINT_OVERRIDE_FILTER)
+
+
+@dlt.source(name="mongodb")
+def mongodb(
+    connection_url: str | None,
+    database: str,
+    collections: Sequence[str] | None = None,
+    **options: Any,
+) -> Iterator[DltResource]:
+    """A dlt source with one ``mongodb_collection`` resource per collection, all given the same ``options``.
+    ``collections=None`` reads every non-system collection, listed from the server when the source is made."""
+    if collections is None:
+        client = options.get("client")
+        client_used = client if client is not None else mongo.connect(connection_url)  # type: ignore[arg-type]
+        try:
+            collections = sorted(
+                name for name in client_used[database].list_collection_names() if not name.startswith("system.")
+            )
+        finally:
+            if client is None:
+                client_used.close()
+    for collection in collections:
+        yield mongodb_collection(connection_url, database, collection, **options)

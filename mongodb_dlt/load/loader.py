@@ -1,0 +1,390 @@
+"""The Dagster resource that loads one collection through one dlt pipeline into the configured destination.
+
+Each collection has its own pipeline (``mongodb_dlt__<database>__<collection>``), so its incremental state and
+its failures never touch a sibling's. Every pipeline of a database writes into that database's dataset. A load:
+
+1. takes the collection's lock (locking.py): one writer per collection, released when its process dies;
+2. opens the warehouse (waiting while another process holds a DuckDB file, destination.py), restores state and
+   schema from it into an emptied working folder, and undoes any load the warehouse never recorded as complete
+   (warehouse.py);
+3. extracts and normalizes with the warehouse closed, so analysts can query meanwhile;
+4. opens the warehouse again and loads (and, for the ``rows_match_source`` check, counts the rows it holds). A load
+   that fails has its rows undone at once and is never replayed.
+
+Transient MongoDB errors are retried with exponential backoff; any other failure is returned in the result, never
+raised, so sibling collections keep loading.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import dlt
+import duckdb
+from dlt.common.destination import Destination
+from dlt.common.pipeline import ExtractInfo
+from dlt.common.schema import Schema
+from dlt.common.schema.typing import MERGE_DISPOSITION_HINTS
+
+from mongodb_dlt.config import CollectionConfig, DestinationConfig, resolve_connection_url
+from mongodb_dlt.errors import describe_error, is_transient
+from mongodb_dlt.extract.cursor import display_cursor, last_value
+from mongodb_dlt.extract.source import mongodb_collection
+from mongodb_dlt.load import warehouse
+from mongodb_dlt.load.destination import LoadDestination
+from mongodb_dlt.load.locking import collection_lock
+from mongodb_dlt.naming import PIPELINE_PREFIX, pipeline_name, root_table
+from mongodb_dlt.results import CollectionLoadResult, ExtractStats
+
+PROGRESS_LOG_EVERY_SECONDS = 10.0
+
+# Modules dlt imports on first use (found by diffing sys.modules around a first load). Collections start loading
+# in several threads at once, and Python may hand a thread a partially initialized module when two threads
+# import it at the same moment, so they are imported once, under a lock, before the first load.
+LAZILY_IMPORTED_BY_DLT = (
+    "pandas",
+    "pyarrow",
+    "pyarrow.parquet",
+    "pyarrow.pandas_compat",
+    "pyarrow.vendored.version",
+    "pendulum.locales.en.locale",
+    "sqlalchemy",
+    "dlt.common.libs.pyarrow",
+    "dlt.common.libs.pandas",
+    "dlt.common.libs.sql_alchemy_compat",
+)
+_TRUNCATE_STAGING = "load.truncate_staging_dataset"
+DEDUPLICATED_HINT = MERGE_DISPOSITION_HINTS["deduplicated"]
+"""dlt's table hint for a merge whose staging rows need no deduplication (``x-stage-data-deduplicated``)."""
+_imports_ready = threading.Event()
+_imports_lock = threading.Lock()
+
+
+def _import_lazy_modules(destination: LoadDestination) -> None:
+    if _imports_ready.is_set():
+        return
+    with _imports_lock:
+        if not _imports_ready.is_set():
+            for module in LAZILY_IMPORTED_BY_DLT:
+                importlib.import_module(module)
+            _ = destination.dlt_destination().client_class  # imports the destination's client module
+            _imports_ready.set()
+
+
+def _empty_staging_after_loads() -> None:
+    """Merge loads go through ``<dataset>_staging``, which dlt would leave holding a copy of the last load of every
+    merge collection: have dlt truncate it after each load instead. A value the user configured is kept."""
+    try:
+        configured = dlt.config[_TRUNCATE_STAGING]
+    except KeyError:
+        configured = None
+    if configured is None:
+        dlt.config[_TRUNCATE_STAGING] = True
+
+
+class MongoDltLoader:
+    """The Dagster resource (``build_definitions`` binds it) that runs one collection through its own dlt pipeline
+    into ``destination``."""
+
+    def __init__(self, destination: LoadDestination) -> None:
+        self.destination = destination
+
+    @classmethod
+    def from_config(
+        cls, destination: DestinationConfig, pipelines_dir: str | None = None, base: Path | None = None
+    ) -> MongoDltLoader:
+        """A loader for the YAML's ``destination``, relative paths resolved against ``base`` (default: the working
+        directory)."""
+        return cls(LoadDestination.from_config(destination, pipelines_dir, base))
+
+    def pipeline(
+        self, collection: CollectionConfig, dataset_name: str, destination: Destination[Any, Any]
+    ) -> dlt.Pipeline:
+        """The collection's pipeline with its state and schema as the warehouse holds them, after undoing any
+        load the warehouse never recorded as complete. The local working folder is dropped first: it is scratch
+        space, and state from one warehouse or an older run must never drive a load."""
+        name = pipeline_name(collection.database, collection.name)
+        working_dir = self.destination.working_dir
+        shutil.rmtree(working_dir / name, ignore_errors=True)  # what Pipeline.drop() removes
+        pipeline = dlt.pipeline(pipeline_name=name, pipelines_dir=str(working_dir), dataset_name=dataset_name)
+        pipeline.sync_destination(destination=destination, dataset_name=dataset_name)
+        undone = warehouse.rollback_incomplete_loads(pipeline)
+        if undone:
+            logging.getLogger(__name__).warning(
+                f"{collection.database}.{collection.name}: removed the rows of a load that never completed "
+                f"(the process died or the load failed): "
+                + ", ".join(f"{table}: {rows}" for table, rows in undone.items())
+            )
+        _remove_superseded_children(pipeline, collection, logging.getLogger(__name__))
+        return pipeline
+
+    def load_collection(
+        self,
+        collection: CollectionConfig,
+        dataset_name: str,
+        log: logging.Logger | None = None,
+        run_id: str | None = None,
+        count_rows: bool = False,
+    ) -> CollectionLoadResult:
+        """Load one collection, retrying transient errors with exponential backoff. Never raises for a
+        failure of the collection itself: the error is in the result so siblings keep going. ``count_rows`` also
+        takes the counts of ``RowCounts``: MongoDB's just before and after the read, for a collection read whole, and
+        the warehouse's right after the load."""
+        log = log or logging.getLogger(__name__)
+        _import_lazy_modules(self.destination)
+        _empty_staging_after_loads()
+        started = time.monotonic()
+        attempts = collection.retries.max_attempts
+        attempt = 1
+        while True:
+            try:
+                result = self._load_once(collection, dataset_name, log, run_id, count_rows)
+            except Exception as error:
+                message = describe_error(error)
+                if attempt >= attempts or not is_transient(error):
+                    log.error(f"{collection.database}.{collection.name}: failed after {attempt} attempt(s): {message}")
+                    return CollectionLoadResult(
+                        database=collection.database,
+                        collection=collection.name,
+                        dataset_name=dataset_name,
+                        table_name=collection.table_name,
+                        duration_seconds=time.monotonic() - started,
+                        attempts=attempt,
+                        error=message,
+                    )
+                delay = collection.retries.backoff_seconds * 2 ** (attempt - 1)
+                log.warning(
+                    f"{collection.database}.{collection.name}: attempt {attempt}/{attempts} failed"
+                    f" with a transient error ({message}); retrying in {delay:g}s"
+                )
+                time.sleep(delay)
+                attempt += 1
+                continue
+            return replace(result, duration_seconds=time.monotonic() - started, attempts=attempt)
+
+    def _load_once(
+        self,
+        collection: CollectionConfig,
+        dataset_name: str,
+        log: logging.Logger,
+        run_id: str | None,
+        count_rows: bool,
+    ) -> CollectionLoadResult:
+        label = f"{collection.database}.{collection.name}"
+        lock_file = self.destination.working_dir / f"{pipeline_name(collection.database, collection.name)}.lock"
+        with collection_lock(lock_file, label, run_id):
+            # Finds out before the extract whether the warehouse can be written, and undoes a load that died.
+            with self.destination.session(log) as destination:
+                pipeline = self.pipeline(collection, dataset_name, destination)
+                first_load = (
+                    collection.merges
+                    and self.destination.type == "duckdb"
+                    and warehouse.holds_no_tables_of(pipeline, root_table(collection.table_name))
+                )
+            return self._extract_and_load(pipeline, collection, dataset_name, log, count_rows, first_load)
+
+    def _extract_and_load(
+        self,
+        pipeline: dlt.Pipeline,
+        collection: CollectionConfig,
+        dataset_name: str,
+        log: logging.Logger,
+        count_rows: bool,
+        first_load: bool,
+    ) -> CollectionLoadResult:
+        label = f"{collection.database}.{collection.name}"
+        table = root_table(collection.table_name)
+        cursor_field = collection.incremental.cursor_field if collection.incremental else None
+        cursor_before = last_value(pipeline.state, collection.table_name, cursor_field) if cursor_field else None
+        stats = ExtractStats(on_progress=_ProgressLogger(label, log))
+        resource = mongodb_collection(
+            resolve_connection_url(collection),
+            collection.database,
+            collection.name,
+            collection,
+            stats=stats,
+            count_documents=count_rows and collection.reads_whole_collection,
+            first_load=first_load,
+        )
+        # a failed extract leaves nothing in the warehouse; the next run drops its package with the folder
+        extract_info = pipeline.extract(resource, loader_file_format=self.destination.file_format)  # type: ignore[arg-type]
+        try:
+            met_once = collection.merges and self._declare_deduplicated(pipeline, extract_info, table, log)
+            if first_load and met_once:
+                _append_first_load(pipeline, resource.name)
+            pipeline.normalize()
+            with self.destination.session(log) as destination:
+                load_info = pipeline.load(destination=destination)
+                if not met_once:  # a read that met no document twice left no older version behind
+                    _remove_superseded_children(pipeline, collection, log)
+                counts = (
+                    warehouse.count_rows(pipeline, table, load_info.loads_ids, collection.reads_whole_collection)
+                    if count_rows
+                    else None
+                )
+        except Exception:
+            # A package that failed is never replayed, and its rows leave the warehouse now rather than at the
+            # next run: the next run reads the collection again from the state the warehouse holds.
+            try:
+                with self.destination.session(log) as destination:
+                    self.pipeline(collection, dataset_name, destination)
+            except Exception as cleanup_error:
+                log.warning(f"{label}: the failed load's rows stay until the next run removes them "
+                            f"({describe_error(cleanup_error)})")
+            raise
+
+        schema_update: dict[str, Any] = {}
+        for package in load_info.load_packages:
+            schema_update.update(package.schema_update)
+        rows = dict(stats.rows)
+        if counts is not None:
+            counts = replace(counts, source_before=stats.count_before, source_after=stats.count_after)
+            if stats.count_error is not None and counts.error is None:
+                counts = replace(
+                    counts, error=f"MongoDB could not count the collection's documents: {stats.count_error}"
+                )
+        return CollectionLoadResult(
+            database=collection.database,
+            collection=collection.name,
+            dataset_name=dataset_name,
+            table_name=table,
+            rows_loaded=rows.pop(table, 0),
+            child_tables=rows,
+            columns=_table_columns(pipeline.default_schema, table),
+            column_paths=stats.columns,
+            schema_changes=_schema_changes(schema_update),
+            cursor_field=cursor_field,
+            cursor_before=cursor_before,
+            cursor_initial_value=display_cursor(collection.incremental.initial_value)
+            if collection.incremental
+            else None,
+            cursor_after=last_value(pipeline.state, collection.table_name, cursor_field) if cursor_field else None,
+            load_ids=list(load_info.loads_ids),
+            documents_read=stats.documents,
+            skipped_at_boundary=stats.skipped_at_boundary,
+            new_columns=stats.new_columns,
+            row_counts=counts,
+        )
+
+    def _declare_deduplicated(
+        self, pipeline: dlt.Pipeline, extract_info: ExtractInfo, table_name: str, log: logging.Logger
+    ) -> bool:
+        """Tells dlt's merge whether the extracted root rows hold each document once, as they do unless the read met
+        a document twice: dlt then inserts them as they are instead of numbering every staging row per key to keep
+        one (a window over the whole table, most of a first load's SQL). Decided afresh for every package from the
+        rows themselves, never carried over; when in doubt dlt deduplicates. True when every document came once."""
+        table = pipeline.default_schema.tables.get(table_name)
+        if table is None:
+            return True  # no documents: nothing to merge
+        files = [
+            job.file_path
+            for package in extract_info.load_packages
+            for job in package.jobs.get("new_jobs", [])
+            if job.job_file_info.table_name == table_name
+        ]
+        logging.getLogger("dlt").addFilter(_STORAGE_SCHEMA_USED)
+        unique = False
+        if files and all(file.endswith(".parquet") for file in files):
+            temp_directory = str(Path(pipeline.working_dir) / "duckdb_tmp")
+            try:
+                unique = not warehouse.keys_repeat(files, self.destination.duckdb_config(), temp_directory)
+            except duckdb.Error as error:
+                log.debug(f"{table_name}: could not count repeated document keys ({error}); dlt deduplicates")
+        table[DEDUPLICATED_HINT] = unique  # type: ignore[literal-required]
+        return unique
+
+
+def _schema_changes(schema_update: dict[str, Any]) -> list[str]:
+    changes = []
+    for table_name, table in sorted(schema_update.items()):
+        if table_name.startswith("_dlt"):
+            continue
+        columns = table.get("columns", {})
+        described = ", ".join(
+            f"`{name}` {column.get('data_type', '?')}" for name, column in columns.items()
+        )
+        changes.append(f"- `{table_name}`: {described}" if described else f"- `{table_name}`")
+    return changes
+
+
+def _table_columns(schema: Schema, table_name: str) -> list[tuple[str, str, bool]]:
+    if table_name not in schema.tables:
+        return []
+    return [
+        (name, str(column.get("data_type", "unknown")), bool(column.get("nullable", True)))
+        for name, column in schema.get_table_columns(table_name).items()
+    ]
+
+
+class _StorageSchemaUsed(logging.Filter):
+    """Drops dlt's warning that normalize used the pipeline's schema rather than the one saved with the extracted
+    package, for our pipelines: ``_declare_deduplicated`` sets a hint between the two steps for that purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return f" with schema {PIPELINE_PREFIX}" not in message or "from extract package schema hash" not in message
+
+
+_STORAGE_SCHEMA_USED = _StorageSchemaUsed()
+
+
+def _append_first_load(pipeline: dlt.Pipeline, resource_name: str) -> None:
+    """A merge collection's first load, whose documents each came once, goes in by dlt's append: nothing in the
+    warehouse to merge with, so no staging copy and no merge statements. The next extract sets merge again (the
+    source's hints), and that load merges into what this one appended."""
+    for table in pipeline.default_schema.data_tables():
+        if table.get("resource") == resource_name:
+            table["write_disposition"] = "append"
+            for column in table["columns"].values():
+                column.pop("hard_delete", None)  # merge-only: dlt would warn that append ignores it
+
+
+def _remove_superseded_children(pipeline: dlt.Pipeline, collection: CollectionConfig, log: logging.Logger) -> None:
+    """After a merge load (and before the next, should the process have died in between): the array elements of
+    a document's older version, when the read met the document twice (warehouse.remove_superseded_children). A
+    failure here is logged, not raised: the load is complete, and the next load tries again."""
+    if not collection.merges:
+        return
+    label = f"{collection.database}.{collection.name}"
+    try:
+        removed = warehouse.remove_superseded_children(pipeline)
+    except Exception as error:
+        log.warning(f"{label}: could not check for an older version's array elements ({describe_error(error)}); "
+                    "the next load checks again")
+        return
+    if removed:
+        log.info(f"{label}: documents met twice by the read (updated while it ran) keep their newest version; "
+                 "removed the older version's array elements: "
+                 + ", ".join(f"{table}: {rows}" for table, rows in removed.items()))
+
+
+class _ProgressLogger:
+    """Logs the running total of documents read at most every few seconds, from the second batch on: the first
+    batch's wait includes the server's query planning and sorting, which says nothing about the read's speed."""
+
+    def __init__(self, label: str, log: logging.Logger) -> None:
+        self.label = label
+        self.log = log
+        self.first_batch_at: float | None = None
+        self.first_batch_documents = 0
+        self.last_logged = 0.0
+
+    def __call__(self, documents: int) -> None:
+        now = time.monotonic()
+        if self.first_batch_at is None:
+            self.first_batch_at = self.last_logged = now
+            self.first_batch_documents = documents
+            return
+        if now - self.last_logged >= PROGRESS_LOG_EVERY_SECONDS:
+            self.last_logged = now
+            # the rate since the first batch arrived: documents per second of reading, not of waiting to start
+            elapsed = now - self.first_batch_at
+            rate = (documents - self.first_batch_documents) / elapsed if elapsed > 0 else 0.0
+            self.log.info(f"{self.label}: {documents:,} documents read ({rate:,.0f}/s)")

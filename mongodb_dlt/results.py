@@ -1,0 +1,122 @@
+"""What a read and a load report: plain records, filled in by the source and the loader, read by the checks and
+the factory. Nothing here does any work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+JSON_TAG = "json"
+"""The type tag of a value stored whole as JSON text (dlt's ``json`` type)."""
+
+
+@dataclass(frozen=True)
+class NewColumn:
+    """A column an extraction named for the first time: the schema it started from did not have it."""
+
+    table: str
+    column: str
+    path: str
+    """Where its values sit in a document (``display_path``): ``customer.address.zip``, ``items[].sku``."""
+    type: str
+    """The type tag of its values (``string``, ``int64``, ``json``, ...)."""
+    plain_column: str
+    """The column of the path's first type: the column itself, unless this is a variant."""
+    plain_type: str
+    configured_json: bool = False
+    """A JSON column because ``json_paths`` asks for one, not as a fallback."""
+    flattened_before: tuple[str, ...] = ()
+    """A JSON column: the columns its sub-document was flattened into before (earlier loads or batches)."""
+
+    @property
+    def variant(self) -> bool:
+        """Holds another type than the path's first: the path's type drifted."""
+        return self.column != self.plain_column
+
+    @property
+    def json_fallback(self) -> bool:
+        """A field stored whole as JSON that ``json_paths`` did not ask for: deeper than ``max_table_nesting``, a
+        data-keyed map, or a path that became JSON earlier."""
+        return self.type == JSON_TAG and not self.configured_json and not self.variant
+
+
+@dataclass
+class ExtractStats:
+    """What one extraction read and wrote, filled in as it goes: rows exclude merge's marker rows."""
+
+    documents: int = 0
+    """Documents converted: those skipped at the incremental boundary are not counted."""
+    skipped_at_boundary: int = 0
+    batches: int = 0
+    batches_in_workers: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Table -> column -> MongoDB path and type, for every column the collection has."""
+    new_columns: list[NewColumn] = field(default_factory=list)
+    """Columns this extraction added: new fields, variants of drifted types, paths stored as JSON."""
+    count_before: int | None = None
+    """Documents matching the read's query just before the read (``count_documents=True`` only)."""
+    count_after: int | None = None
+    """The same count just after the read."""
+    count_error: str | None = None
+    """Why the server refused to count (a filter ``count_documents`` does not take, such as ``$where``)."""
+    on_progress: Callable[[int], None] | None = None
+
+    def add_rows(self, table: str, rows: int) -> None:
+        self.rows[table] = self.rows.get(table, 0) + rows
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """The counts ``rows_match_source`` compares, taken around one load (None: not taken)."""
+
+    source_before: int | None = None
+    """Documents matching the read's query just before the read (collections read whole only)."""
+    source_after: int | None = None
+    """The same count just after the read."""
+    warehouse_rows: int | None = None
+    """Distinct ``_mongo_key`` in the root table after the load (collections read whole only)."""
+    rows_added: int | None = None
+    """Root rows carrying this load's ``_dlt_load_id``."""
+    not_verifiable: str | None = None
+    """Why the warehouse could not be counted at all (a destination without SQL)."""
+    error: str | None = None
+    """Why MongoDB or the warehouse could not be counted."""
+
+
+@dataclass(frozen=True)
+class CollectionLoadResult:
+    """What one collection's load did, success or failure: the factory turns it into Dagster events."""
+
+    database: str
+    collection: str
+    dataset_name: str
+    table_name: str
+    rows_loaded: int = 0
+    child_tables: dict[str, int] = field(default_factory=dict)
+    columns: list[tuple[str, str, bool]] = field(default_factory=list)
+    column_paths: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Table -> column -> the MongoDB path and BSON type it holds."""
+    documents_read: int = 0
+    """Documents converted and loaded; ``skipped_at_boundary`` more were read and skipped on purpose."""
+    skipped_at_boundary: int = 0
+    """Documents at the last cursor value that the previous incremental load already loaded."""
+    new_columns: list[NewColumn] = field(default_factory=list)
+    row_counts: RowCounts | None = None
+    """Only when the load was asked to count (``count_rows``)."""
+    schema_changes: list[str] = field(default_factory=list)
+    cursor_field: str | None = None
+    cursor_before: Any = None
+    """The cursor the load started from, as kept in the state; None when there was no state yet."""
+    cursor_initial_value: Any = None
+    """The configured ``initial_value`` (ISO-8601 for dates), where a load without state starts."""
+    cursor_after: Any = None
+    duration_seconds: float = 0.0
+    attempts: int = 1
+    load_ids: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
