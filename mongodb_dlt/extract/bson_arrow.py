@@ -10,7 +10,7 @@ coerced from one type into another.
 The common case of a batch (the usual types, no data-keyed maps, no ``json_paths``, keyed by ``_id``) is walked
 in C straight from the BSON bytes (``_fastwalk.c``, built with the package when a C compiler is there); anything
 else, and every batch when the extension is missing, goes through bson's decoder and the Python walk below. Both
-give the same columns (``mongodb_dlt_tests/test_fastwalk.py``). Batches are converted in worker processes once a
+give the same columns (``mongodb_dlt_tests/unit/test_fastwalk.py``). Batches are converted in worker processes once a
 read is long enough (``source.py``).
 The type of each BSON value and how it lands are bson_types.py's.
 """

@@ -1,8 +1,8 @@
 """Loads one collection and SIGKILLs the loading process at a named boundary of the load: a crash harness.
 
-    python mongodb_dlt_tests/crash_harness.py '{"point": "job_committed", "config": "...", "database": "shop",
+    python mongodb_dlt_tests/e2e/crash_harness.py '{"point": "job_committed", "config": "...", "database": "shop",
                                                "collection": "orders", "pipelines_dir": "..."}'
-    python mongodb_dlt_tests/crash_harness.py --serve
+    python mongodb_dlt_tests/e2e/crash_harness.py --serve
 
 The first form loads in this process. The second reads one such scenario per line on stdin, forks a child with
 everything already imported for each (no start-up cost per scenario), and answers each line with the child's

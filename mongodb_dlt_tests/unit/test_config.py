@@ -26,7 +26,7 @@ from mongodb_dlt.config import (
     resolve_env,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 UTC = dt.UTC
 
 

@@ -28,7 +28,7 @@ from mongodb_dlt.load.locking import collection_lock
 from mongodb_dlt.naming import pipeline_name
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt_tests.conftest import Project
-from mongodb_dlt_tests.dagster_runs import graphql, launch, wait_for_run
+from mongodb_dlt_tests.e2e.dagster_runs import graphql, launch, wait_for_run
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
 DISPOSITIONS = {

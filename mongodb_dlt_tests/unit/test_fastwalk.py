@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from mongodb_dlt.extract import bson_arrow
 from mongodb_dlt.extract.bson_arrow import CODEC_OPTIONS, ConversionSettings, ConvertedBatch, convert_documents
-from mongodb_dlt_tests.test_roundtrip import AWKWARD_KEYS, collections, deep_bodies, id_kinds, with_ids
+from mongodb_dlt_tests.strategies import AWKWARD_KEYS, collections, deep_bodies, id_kinds, with_ids
 
 # without the extension every test here skips, and test_source.py::test_the_c_walk_is_built fails
 pytestmark = pytest.mark.skipif(bson_arrow._fastwalk is None, reason="built without the C walk")

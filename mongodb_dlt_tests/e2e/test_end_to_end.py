@@ -16,7 +16,7 @@ from bson import Decimal128, ObjectId
 
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt_tests.conftest import Project
-from mongodb_dlt_tests.dagster_runs import (
+from mongodb_dlt_tests.e2e.dagster_runs import (
     execute,
     graphql,
     launch,

@@ -21,7 +21,7 @@ import pytest
 from mongodb_dlt.cli import main
 from mongodb_dlt.testing import MongoStandIn, populate_sample_data
 
-REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "databases.yaml"
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "databases.yaml"
 
 
 def test_validate_prints_what_the_shipped_yaml_creates(capsys: pytest.CaptureFixture[str]) -> None:
