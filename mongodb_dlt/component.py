@@ -21,7 +21,7 @@ from pydantic import Field
 from mongodb_dlt.config import ProjectConfig, load_config
 from mongodb_dlt.config.models import TOP_LEVEL_KEYS
 from mongodb_dlt.definitions import build_definitions
-from mongodb_dlt.naming import component_job_name, component_resource_key, component_slug
+from mongodb_dlt.naming import MongoDltTranslator, component_job_name, component_resource_key, component_slug
 
 DEFS_FILE = "defs.yaml"
 SCAFFOLDED_ATTRIBUTES = """\
@@ -72,6 +72,11 @@ class MongoDltComponent(dg.Component, dg.Resolvable, dg.Model):
             return load_config(context.path / self.config_path)
         return load_config(defs_file, section=("attributes",))
 
+    def get_translator(self) -> MongoDltTranslator:
+        """Names this component's assets. To name them your way, subclass the component in your project, return
+        your ``MongoDltTranslator`` subclass here, and use your component's type in defs.yaml."""
+        return MongoDltTranslator()
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         slug = component_slug(context.path.relative_to(context.defs_module_path).parts)
         return build_definitions(
@@ -80,4 +85,5 @@ class MongoDltComponent(dg.Component, dg.Resolvable, dg.Model):
             all_collections_job=component_job_name(slug),
             base=Path(context.project_root),
             executor=False,
+            translator=self.get_translator(),
         )
