@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import dagster as dg
 
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt_tests.conftest import Project
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def snippet(heading: str) -> str:
-    section = README.read_text().split(f"### {heading}\n", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match is not None, f"no python block under '### {heading}'"
-    return match.group(1)
+from mongodb_dlt_tests.readme import README, python_snippet
 
 
 def test_the_embedding_snippet_runs_as_written(project: Project, standin: MongoStandIn) -> None:
@@ -27,7 +16,7 @@ def test_the_embedding_snippet_runs_as_written(project: Project, standin: MongoS
         f"destination: {{type: duckdb, path: {project.duckdb_path}}}\ndatabases:\n  shop: [orders]\n"
     )
     namespace: dict[str, object] = {}
-    exec(compile(snippet("In your own Definitions"), str(README), "exec"), namespace)
+    exec(compile(python_snippet("In your own Definitions"), str(README), "exec"), namespace)
     defs = namespace["defs"]
     assert isinstance(defs, dg.Definitions)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import textwrap
 from pathlib import Path
 
@@ -12,15 +11,8 @@ import pytest
 from mongodb_dlt import naming
 from mongodb_dlt.config import load_config
 from mongodb_dlt.definitions import build_definitions
+from mongodb_dlt_tests.readme import README, python_snippet
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def snippet(heading: str) -> str:
-    section = README.read_text().split(f"### {heading}\n", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match is not None, f"no python block under '### {heading}'"
-    return match.group(1)
 
 
 @pytest.fixture
@@ -66,7 +58,7 @@ def test_default_names_follow_the_yaml(project: Path) -> None:
 
 def test_the_readme_translator_names_keys_groups_and_deps(project: Path) -> None:
     namespace: dict[str, object] = {}
-    exec(compile(snippet("Naming assets your way"), str(README), "exec"), namespace)
+    exec(compile(python_snippet("Naming assets your way"), str(README), "exec"), namespace)
     defs = namespace["defs"]
     assert isinstance(defs, dg.Definitions)
     repository = defs.get_repository_def()
@@ -90,7 +82,7 @@ def test_a_component_subclass_names_its_assets_with_its_translator(project: Path
     from mongodb_dlt.component import MongoDltComponent
 
     namespace: dict[str, object] = {}
-    exec(compile(snippet("Naming assets your way"), str(README), "exec"), namespace)
+    exec(compile(python_snippet("Naming assets your way"), str(README), "exec"), namespace)
     bronze = namespace["BronzeTranslator"]
 
     class BronzeMongo(MongoDltComponent):
