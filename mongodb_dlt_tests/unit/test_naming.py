@@ -14,7 +14,6 @@ from mongodb_dlt.definitions import build_definitions
 from mongodb_dlt_tests.readme import README, python_snippet
 
 
-
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "config").mkdir()
