@@ -154,7 +154,7 @@ class _Walker:
 
     def __init__(self, settings: ConversionSettings) -> None:
         self.settings = settings
-        self.max_depth = settings.max_table_nesting if settings.max_table_nesting is not None else 1 << 30
+        self.max_depth = _max_depth(settings)
         self.tables: dict[TablePath, _TableBuilder] = {(): _TableBuilder()}
         self.data_map_cache: dict[tuple[str, ...], bool] = {}
 
@@ -433,7 +433,7 @@ def locate_conversion_error(
         try:
             convert_raw_batch(document, settings, *boundary)
         except Exception as document_error:
-            document_id, field_name = _locate_field(document)
+            document_id, field_name = _locate_field(document, settings)
             return DocumentConversionError(
                 f"{label}: document _id={document_id}, field {field_name!r}: "
                 f"{type(document_error).__name__}: {document_error}"
@@ -441,13 +441,13 @@ def locate_conversion_error(
     return DocumentConversionError(f"{label}: a batch could not be converted: {type(error).__name__}: {error}")
 
 
-def _locate_field(document: bytes) -> tuple[str, str | None]:
+def _locate_field(document: bytes, settings: ConversionSettings) -> tuple[str, str | None]:
     """The document's ``_id`` (Extended JSON, or ``?``) and the first top-level field that fails to convert."""
     document_id, failing = "?", None
     for key, element in _elements(document):
         try:
             value = bson.decode((len(element) + 4).to_bytes(4, "little") + element, CODEC_OPTIONS)
-            convert_documents([value], ConversionSettings())
+            convert_documents([value], settings)
         except Exception:  # the first failing field is what we report
             failing = failing or key
             continue
