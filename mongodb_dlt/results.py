@@ -93,16 +93,11 @@ class CollectionLoadResult:
     collection: str
     dataset_name: str
     table_name: str
-    rows_loaded: int = 0
-    child_tables: dict[str, int] = field(default_factory=dict)
+    """The root table, as the warehouse names it."""
+    read: ExtractStats = field(default_factory=ExtractStats)
+    """What the read did: documents, rows per table, every column's MongoDB path and type, new columns."""
     columns: list[tuple[str, str, bool]] = field(default_factory=list)
-    column_paths: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Table -> column -> the MongoDB path and BSON type it holds."""
-    documents_read: int = 0
-    """Documents converted and loaded; ``skipped_at_boundary`` more were read and skipped on purpose."""
-    skipped_at_boundary: int = 0
-    """Documents at the last cursor value that the previous incremental load already loaded."""
-    new_columns: list[NewColumn] = field(default_factory=list)
+    """The root table's columns as the warehouse holds them: name, data type, nullable."""
     row_counts: RowCounts | None = None
     """Only when the load was asked to count (``count_rows``)."""
     schema_changes: list[str] = field(default_factory=list)
@@ -120,3 +115,32 @@ class CollectionLoadResult:
     @property
     def succeeded(self) -> bool:
         return self.error is None
+
+    @property
+    def rows_loaded(self) -> int:
+        """Root rows the read wrote."""
+        return self.read.rows.get(self.table_name, 0)
+
+    @property
+    def child_tables(self) -> dict[str, int]:
+        """Child table -> rows the read wrote (merge's marker rows not counted)."""
+        return {table: rows for table, rows in self.read.rows.items() if table != self.table_name}
+
+    @property
+    def documents_read(self) -> int:
+        """Documents converted and loaded; ``skipped_at_boundary`` more were read and skipped on purpose."""
+        return self.read.documents
+
+    @property
+    def skipped_at_boundary(self) -> int:
+        """Documents at the last cursor value that the previous incremental load already loaded."""
+        return self.read.skipped_at_boundary
+
+    @property
+    def column_paths(self) -> dict[str, dict[str, str]]:
+        """Table -> column -> the MongoDB path and BSON type it holds."""
+        return self.read.columns
+
+    @property
+    def new_columns(self) -> list[NewColumn]:
+        return self.read.new_columns

@@ -243,34 +243,27 @@ class MongoDltLoader:
         schema_update: dict[str, Any] = {}
         for package in load_info.load_packages:
             schema_update.update(package.schema_update)
-        rows = dict(stats.rows)
         if counts is not None:
             counts = replace(counts, source_before=stats.count_before, source_after=stats.count_after)
             if stats.count_error is not None and counts.error is None:
                 counts = replace(
                     counts, error=f"MongoDB could not count the collection's documents: {stats.count_error}"
                 )
+        incremental = collection.incremental
         return CollectionLoadResult(
             database=collection.database,
             collection=collection.name,
             dataset_name=dataset_name,
             table_name=table,
-            rows_loaded=rows.pop(table, 0),
-            child_tables=rows,
+            read=stats,
             columns=_table_columns(pipeline.default_schema, table),
-            column_paths=stats.columns,
+            row_counts=counts,
             schema_changes=_schema_changes(schema_update),
             cursor_field=cursor_field,
             cursor_before=cursor_before,
-            cursor_initial_value=display_cursor(collection.incremental.initial_value)
-            if collection.incremental
-            else None,
+            cursor_initial_value=display_cursor(incremental.initial_value) if incremental else None,
             cursor_after=last_value(pipeline.state, collection.table_name, cursor_field) if cursor_field else None,
             load_ids=list(load_info.loads_ids),
-            documents_read=stats.documents,
-            skipped_at_boundary=stats.skipped_at_boundary,
-            new_columns=stats.new_columns,
-            row_counts=counts,
         )
 
     def _declare_deduplicated(

@@ -15,7 +15,7 @@ from mongodb_dlt.checks import NO_TYPE_DRIFT, ROWS_MATCH_SOURCE, rows_match_sour
 from mongodb_dlt.config import CollectionConfig, ProjectConfig, load_config
 from mongodb_dlt.factory import LOADER_RESOURCE_KEY, dlt_asset_factory
 from mongodb_dlt.load.loader import MongoDltLoader
-from mongodb_dlt.results import CollectionLoadResult, RowCounts
+from mongodb_dlt.results import CollectionLoadResult, ExtractStats, RowCounts
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt.testing.commands import CommandError, MongomockCommands
 from mongodb_dlt_tests.conftest import Project
@@ -122,7 +122,8 @@ def test_checks_pass_on_clean_loads_of_every_disposition(
 
 def test_a_destination_without_sql_passes_rows_match_source_unverified() -> None:
     result = CollectionLoadResult(
-        database="shop", collection="orders", dataset_name="mongo_shop", table_name="orders", documents_read=12,
+        database="shop", collection="orders", dataset_name="mongo_shop", table_name="orders",
+        read=ExtractStats(documents=12),
         row_counts=RowCounts(not_verifiable="destination qdrant cannot be queried with SQL"),
     )
     collection = CollectionConfig(database="shop", name="orders")

@@ -17,7 +17,7 @@ from mongodb_dlt.config import CollectionConfig, DestinationConfig, ProjectConfi
 from mongodb_dlt.definitions import ALL_COLLECTIONS_JOB, build_definitions
 from mongodb_dlt.factory import DESTINATION_TAG, LOADER_RESOURCE_KEY, dlt_asset_factory
 from mongodb_dlt.load.loader import MongoDltLoader
-from mongodb_dlt.results import CollectionLoadResult
+from mongodb_dlt.results import CollectionLoadResult, ExtractStats
 
 YAML = """
 defaults:
@@ -68,7 +68,7 @@ class RecordingLoader(MongoDltLoader):
             collection=collection.name,
             dataset_name=dataset_name,
             table_name=collection.table_name,
-            rows_loaded=len(collection.name),
+            read=ExtractStats(rows={collection.table_name: len(collection.name)}),
             columns=[("_id", "text", False)],
             error=f"OperationFailure: boom in {collection.name}" if collection.name in FAILING else None,
         )
