@@ -114,12 +114,14 @@ class LoadDestination:
         )
 
     @property
-    def type(self) -> str:
-        return self.config.type
-
-    @property
     def is_duckdb_file(self) -> bool:
         return self.config.type == "duckdb" and bool(self.path)
+
+    @property
+    def appends_first_loads(self) -> bool:
+        """A merge collection's first load into a dataset holding none of its tables may append instead of merging:
+        DuckDB tells that from ``information_schema`` cheaply and reliably; elsewhere we always merge."""
+        return self.config.type == "duckdb"
 
     @property
     def single_writer(self) -> bool:

@@ -185,7 +185,7 @@ class MongoDltLoader:
                 pipeline = self.pipeline(collection, dataset_name, destination)
                 first_load = (
                     collection.merges
-                    and self.destination.type == "duckdb"
+                    and self.destination.appends_first_loads
                     and warehouse.holds_no_tables_of(pipeline, root_table(collection.table_name))
                 )
             return self._extract_and_load(pipeline, collection, dataset_name, log, count_rows, first_load)
