@@ -28,6 +28,8 @@ ALL_COLLECTIONS_JOB = "mongodb_all"
 """The job over every collection of one YAML (``<folder>_all_collections`` for a component)."""
 PIPELINE_PREFIX = "mongodb_dlt__"
 """Every dlt pipeline (one per collection) is named ``mongodb_dlt__<database>__<collection>``."""
+SCHEMA_PREFIX = "mongodb_dlt_"
+"""What ``schema_name`` makes of ``PIPELINE_PREFIX``: every schema of ours starts with it."""
 DESTINATION_TAG = "mongodb_dlt/destination"
 """Op tag that the executor's tag_concurrency_limits key on for single-writer destinations."""
 SINGLE_WRITER_DESTINATIONS = frozenset({"duckdb"})
@@ -72,9 +74,9 @@ def pipeline_name(database: str, collection: str) -> str:
 
 
 def schema_name(pipeline: str) -> str:
-    """The dlt schema of a pipeline that extracts one standalone resource, as it is stored in the warehouse."""
+    """The dlt schema of a pipeline that extracts one standalone resource, as it is stored in the warehouse:
+    ``mongodb_dlt_<database>_<collection>`` (dlt folds the double underscores)."""
     return normalize_schema_name(pipeline)
-
 
 # -- Dagster names ----------------------------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from mongodb_dlt.extract.source import mongodb_collection
 from mongodb_dlt.load import warehouse
 from mongodb_dlt.load.destination import LoadDestination
 from mongodb_dlt.load.locking import collection_lock
-from mongodb_dlt.naming import PIPELINE_PREFIX, pipeline_name, root_table
+from mongodb_dlt.naming import SCHEMA_PREFIX, pipeline_name, root_table
 from mongodb_dlt.results import CollectionLoadResult, ExtractStats
 
 PROGRESS_LOG_EVERY_SECONDS = 10.0
@@ -322,7 +322,7 @@ class _StorageSchemaUsed(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return f" with schema {PIPELINE_PREFIX}" not in message or "from extract package schema hash" not in message
+        return f" with schema {SCHEMA_PREFIX}" not in message or "from extract package schema hash" not in message
 
 
 _STORAGE_SCHEMA_USED = _StorageSchemaUsed()

@@ -460,3 +460,20 @@ def test_a_merge_skips_deduplication_only_for_a_package_whose_keys_are_all_disti
     orders.delete_one({"_id": 6})
     assert loader.load_collection(collection, "mongo_shop").succeeded
     assert _stored_deduplicated_hint(tmp_path) is True
+
+
+def test_dlt_logs_no_warning_we_cause_on_purpose(tmp_path: Path, standin: MongoStandIn) -> None:
+    """The dedup hint set between extract and normalize and our column hints over Arrow types each make dlt warn once
+    per load or batch, burying every other line: the loader drops exactly those (its own schemas only)."""
+    standin.client.shop.orders.insert_many([{"_id": i, "lines": [{"sku": "a"}], "v": i} for i in range(30)])
+    loader, orders = _collection_config(tmp_path, "{}")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("dlt").addHandler(handler)
+    try:
+        for _ in range(2):  # the first load appends; the second merges through staging
+            assert loader.load_collection(orders, "mongo_shop").succeeded
+    finally:
+        logging.getLogger("dlt").removeHandler(handler)
+    assert not [record.getMessage() for record in records], [record.getMessage() for record in records]

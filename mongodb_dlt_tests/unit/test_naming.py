@@ -53,6 +53,9 @@ def test_default_names_follow_the_yaml(project: Path) -> None:
     assert naming.op_name("my-db") == "mongodb_my_db"
     assert naming.default_dataset("", "shop") == "shop"
     assert naming.root_table("OrderLines") == "order_lines"
+    # the loader recognises its own schemas in dlt's log lines by this prefix
+    assert naming.schema_name(naming.pipeline_name("shop", "order-lines")) == "mongodb_dlt_shop_order_lines"
+    assert naming.schema_name(naming.pipeline_name("Shop", "x")).startswith(naming.SCHEMA_PREFIX)
 
 
 def test_the_readme_translator_names_keys_groups_and_deps(project: Path) -> None:
