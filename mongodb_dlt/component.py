@@ -2,7 +2,7 @@
 
 ``dg scaffold defs mongodb_dlt.MongoDltComponent mongo_ingest`` writes a ``defs.yaml`` whose ``attributes`` are
 our YAML schema inline (``defaults``, ``destination``, ``dataset_prefix``, ``databases``), or name a databases.yaml
-with ``config_path`` (relative to the defs.yaml). Either way config.py validates it, so errors name the file, line
+with ``config_path`` (relative to the defs.yaml). Either way config/ validates it, so errors name the file, line
 and key the user wrote, and ``dg check defs`` shows them. Several components (clusters, destinations) merge into
 one code location: each binds its loader under a resource key of its own, names its all-collections job after its
 folder, and leaves the executor to the project.

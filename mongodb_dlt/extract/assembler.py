@@ -151,7 +151,7 @@ class Assembler:
             yield path, markers
 
     def _load_ids(self, rows: int) -> pa.Array:
-        # every row names its package, so a load that never completed can be undone (warehouse.py)
+        # every row names its package, so a load that never completed can be undone (load/warehouse.py)
         return pa.repeat(pa.scalar(self.load_id, pa.string()), rows)
 
     def _named(self, names: TableNames, table: ConvertedTable) -> dict[str, pa.Array]:
@@ -167,7 +167,7 @@ class Assembler:
             cursor_column = names.base.get(self.cursor_path) if self.merge and self.cursor_path else None
             if cursor_column is not None:
                 # A document whose cursor moved while the read ran is met twice (its index entry moved ahead of
-                # the scan); dlt's merge keeps one row per key: the newest, by the cursor. warehouse.py drops the
+                # the scan); dlt's merge keeps one row per key: the newest, by the cursor. load/warehouse.py drops the
                 # older version's child rows.
                 columns.setdefault(cursor_column, {"name": cursor_column})["dedup_sort"] = "desc"
         else:

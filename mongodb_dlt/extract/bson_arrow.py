@@ -10,9 +10,9 @@ coerced from one type into another.
 The common case of a batch (the usual types, no data-keyed maps, no ``json_paths``, keyed by ``_id``) is walked
 in C straight from the BSON bytes (``_fastwalk.c``, built with the package when a C compiler is there); anything
 else, and every batch when the extension is missing, goes through bson's decoder and the Python walk below. Both
-give the same columns (``mongodb_dlt_tests/unit/test_fastwalk.py``). Batches are converted in worker processes once a
-read is long enough (``source.py``).
-The type of each BSON value and how it lands are bson_types.py's.
+give the same columns (``mongodb_dlt_tests/unit/test_fastwalk.py``). Batches are converted in worker processes
+once a read is long enough (``workers.py``). Which tag each BSON value gets, and its Arrow type, is
+``bson_types.py``'s table.
 """
 
 from __future__ import annotations
