@@ -25,7 +25,7 @@ from typing import Any
 from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCase
 
 from mongodb_dlt.extract.bson_types import LIST_LEVEL, FieldPath, TablePath
-from mongodb_dlt.results import JSON_TAG
+from mongodb_dlt.results import JSON_TAG, NewColumn
 
 ROW_ID = "_dlt_id"
 PARENT_ID = "_dlt_parent_id"
@@ -202,3 +202,37 @@ class CollectionNames:
 
     def all_paths(self) -> dict[str, dict[str, str]]:
         return {names.name: names.paths() for names in self.tables.values() if names.columns}
+
+    def known_columns(self) -> set[tuple[TablePath, FieldPath, str]]:
+        """Every ``(table path, field path, tag)`` named so far, to tell new columns from known ones later."""
+        return {(path, field_path, tag) for path, table in self.tables.items() for field_path, tag in table.columns}
+
+    def new_columns_since(
+        self, known: set[tuple[TablePath, FieldPath, str]], json_paths: frozenset[FieldPath]
+    ) -> list[NewColumn]:
+        """The columns named since ``known`` was taken, each with the column of its path's first type."""
+        added = []
+        for path, table in self.tables.items():
+            tag_of = {name: tag for (_, tag), name in table.columns.items()}
+            for (field_path, tag), name in table.columns.items():
+                if (path, field_path, tag) in known:
+                    continue
+                plain = table.base.get(field_path, name)
+                flattened_before: tuple[str, ...] = ()
+                if tag == JSON_TAG:
+                    flattened_before = tuple(
+                        column
+                        for (other_path, _), column in table.columns.items()
+                        if len(other_path) > len(field_path) and other_path[: len(field_path)] == field_path
+                    )
+                added.append(NewColumn(
+                    table=table.name,
+                    column=name,
+                    path=display_path(path, field_path),
+                    type=tag,
+                    plain_column=plain,
+                    plain_type=tag_of.get(plain, tag),
+                    configured_json=tag == JSON_TAG and flat_path(path, field_path) in json_paths,
+                    flattened_before=flattened_before,
+                ))
+        return added

@@ -28,12 +28,12 @@ from dlt.extract import DltResource
 from mongodb_dlt.config import CollectionOptions
 from mongodb_dlt.extract import mongo
 from mongodb_dlt.extract.assembler import Assembler
-from mongodb_dlt.extract.bson_arrow import ConversionSettings, FieldPath, TablePath
-from mongodb_dlt.extract.columns import CollectionNames, display_path, flat_path
+from mongodb_dlt.extract.bson_arrow import ConversionSettings, ConvertedBatch
+from mongodb_dlt.extract.columns import CollectionNames
 from mongodb_dlt.extract.cursor import CursorState
 from mongodb_dlt.extract.workers import ConversionQueue
 from mongodb_dlt.naming import root_table
-from mongodb_dlt.results import JSON_TAG, ExtractStats, NewColumn
+from mongodb_dlt.results import ExtractStats
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def mongodb_collection(
         run_settings = settings
         schema = dlt.current.source_schema()
         names = CollectionNames(root_table(resource_name), schema.tables)
-        known_columns = _named_columns(names)
+        known_columns = names.known_columns()
         try:
             load_id: str | None = dlt.current.load_package_state()["load_id"]
         except CurrentLoadPackageStateNotAvailable:
@@ -152,7 +152,7 @@ def mongodb_collection(
         if cursor_state is not None:
             cursor_state.save()
         run_stats.columns = names.all_paths()
-        run_stats.new_columns = _new_columns(names, known_columns, settings.json_paths)
+        run_stats.new_columns = names.new_columns_since(known_columns, settings.json_paths)
         logger.debug("%s: done, %d documents", label, run_stats.documents)
 
     return dlt.resource(  # type: ignore[call-overload, no-any-return]
@@ -174,7 +174,7 @@ def _count_into(stats: ExtractStats, source: Any, query: dict[str, Any], *, befo
         stats.count_after = counted
 
 
-def _count_batch(stats: ExtractStats, batch: Any, cursor_state: CursorState | None) -> None:
+def _count_batch(stats: ExtractStats, batch: ConvertedBatch, cursor_state: CursorState | None) -> None:
     stats.batches += 1
     stats.documents += batch.documents
     stats.skipped_at_boundary += batch.skipped
@@ -182,41 +182,6 @@ def _count_batch(stats: ExtractStats, batch: Any, cursor_state: CursorState | No
         cursor_state.advance(batch)
     if stats.on_progress is not None:
         stats.on_progress(stats.documents)
-
-
-def _named_columns(names: CollectionNames) -> set[tuple[TablePath, FieldPath, str]]:
-    return {(path, field_path, tag) for path, table in names.tables.items() for field_path, tag in table.columns}
-
-
-def _new_columns(
-    names: CollectionNames, known: set[tuple[TablePath, FieldPath, str]], json_paths: frozenset[FieldPath]
-) -> list[NewColumn]:
-    """The columns named since ``known`` was taken, each with the column of its path's first type."""
-    added = []
-    for path, table in names.tables.items():
-        tag_of = {name: tag for (_, tag), name in table.columns.items()}
-        for (field_path, tag), name in table.columns.items():
-            if (path, field_path, tag) in known:
-                continue
-            plain = table.base.get(field_path, name)
-            flattened_before: tuple[str, ...] = ()
-            if tag == JSON_TAG:
-                flattened_before = tuple(
-                    column
-                    for (other_path, _), column in table.columns.items()
-                    if len(other_path) > len(field_path) and other_path[: len(field_path)] == field_path
-                )
-            added.append(NewColumn(
-                table=table.name,
-                column=name,
-                path=display_path(path, field_path),
-                type=tag,
-                plain_column=plain,
-                plain_type=tag_of.get(plain, tag),
-                configured_json=tag == JSON_TAG and flat_path(path, field_path) in json_paths,
-                flattened_before=flattened_before,
-            ))
-    return added
 
 
 class _ExpectedHintOverride(logging.Filter):
