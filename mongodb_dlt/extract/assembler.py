@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from dlt.common.typing import TDataItems
 from dlt.extract.hints import make_hints
 
+from mongodb_dlt.config import CollectionOptions
 from mongodb_dlt.extract.bson_arrow import ConvertedBatch, ConvertedTable, FieldPath, TablePath, random_row_ids
 from mongodb_dlt.extract.columns import (
     DELETED,
@@ -57,8 +58,7 @@ class Assembler:
     def __init__(
         self,
         names: CollectionNames,
-        write_disposition: str,
-        schema_contract: Any,
+        options: CollectionOptions,
         stats: ExtractStats,
         load_id: str | None,
         cursor_path: FieldPath | None = None,
@@ -67,10 +67,10 @@ class Assembler:
         self.names = names
         self.load_id = load_id
         self.cursor_path = cursor_path
-        self.write_disposition = write_disposition
-        self.schema_contract = schema_contract
+        self.write_disposition = options.write_disposition
+        self.schema_contract = options.schema_contract
         self.stats = stats
-        self.merge = write_disposition == "merge"
+        self.merge = options.merges
         self.clear_missing = self.merge and not first_load  # the warehouse holds no old array elements to clear
         self.pending: dict[TablePath, list[pa.Table]] = {}
         self.pending_bytes = 0

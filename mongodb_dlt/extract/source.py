@@ -103,10 +103,7 @@ def mongodb_collection(
             load_id: str | None = dlt.current.load_package_state()["load_id"]
         except CurrentLoadPackageStateNotAvailable:
             load_id = None  # iterated outside a pipeline: nothing is loaded, so nothing can need undoing
-        assembler = Assembler(
-            names, options.write_disposition, options.schema_contract, run_stats, load_id, settings.cursor_path,
-            first_load,
-        )
+        assembler = Assembler(names, options, run_stats, load_id, settings.cursor_path, first_load)
         cursor_state = CursorState.load(dlt.current.resource_state(), cursor_field) if cursor_field else None
         conversions = ConversionQueue(label, conversion_processes)
 
