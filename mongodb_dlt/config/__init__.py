@@ -1,9 +1,10 @@
-"""The YAML: pydantic models with every option's default and meaning on its field, the YAML document with source
-positions, inheritance (``defaults`` -> database -> collection) and ``${VAR}`` substitution; ``load_config``."""
+"""The YAML: pydantic models with every option's default and reason on its field (models), the YAML document
+with source positions (document), inheritance ``defaults`` -> database -> collection and ``load_config``
+(resolve), and ``${VAR}`` substitution (env)."""
 
+from mongodb_dlt.config.env import resolve_connection_url, resolve_env
 from mongodb_dlt.config.models import (
     CONFIG_PATH_ENV,
-    DEFAULTS,
     CollectionConfig,
     CollectionOptions,
     DatabaseConfig,
@@ -15,15 +16,12 @@ from mongodb_dlt.config.models import (
     collection_name_problem,
     config_path,
     database_name_problem,
-    load_config,
-    resolve_connection_url,
-    resolve_env,
 )
+from mongodb_dlt.config.resolve import load_config
 from mongodb_dlt.errors import ConfigError, mask_secrets, mask_url
 
 __all__ = [
     "CONFIG_PATH_ENV",
-    "DEFAULTS",
     "CollectionConfig",
     "CollectionOptions",
     "ConfigError",

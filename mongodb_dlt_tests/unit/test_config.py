@@ -13,11 +13,14 @@ import pytest
 from bson import ObjectId
 
 from mongodb_dlt.config import (
-    DEFAULTS,
     CollectionConfig,
+    CollectionOptions,
     ConfigError,
     DatabaseConfig,
+    DestinationConfig,
     IncrementalConfig,
+    ProjectConfig,
+    RetryConfig,
     config_path,
     load_config,
     mask_secrets,
@@ -25,6 +28,7 @@ from mongodb_dlt.config import (
     resolve_connection_url,
     resolve_env,
 )
+from mongodb_dlt.config.models import DefaultsSection, default_of
 
 REPO = Path(__file__).resolve().parents[2]
 UTC = dt.UTC
@@ -148,33 +152,33 @@ def test_full_form_with_mapping_list_and_null_entries(tmp_path: Path) -> None:
     assert config.databases["crm"].collections["deals"].line == 9
 
 
-def test_built_in_defaults_come_from_the_defaults_table(tmp_path: Path) -> None:
+def test_built_in_defaults_come_from_the_model_fields(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "databases:\n  db: [c]\n"))
     database = config.databases["db"]
     collection = database.collections["c"]
-    assert collection.write_disposition == DEFAULTS["write_disposition"] == "merge"
-    assert collection.primary_key == DEFAULTS["primary_key"] == ("_id",)
+    assert collection.write_disposition == default_of(CollectionOptions, "write_disposition") == "merge"
+    assert collection.primary_key == default_of(CollectionOptions, "primary_key") == ("_id",)
     assert collection.filter == {}
     assert collection.projection is None
     assert collection.limit is None
     assert collection.incremental is None
-    assert collection.batch_size == DEFAULTS["batch_size"] == 1000
-    assert collection.max_table_nesting == DEFAULTS["max_table_nesting"] == 2
+    assert collection.batch_size == default_of(CollectionOptions, "batch_size") == 1000
+    assert collection.max_table_nesting == default_of(CollectionOptions, "max_table_nesting") == 2
     assert collection.json_paths == ()
-    assert collection.max_object_keys == DEFAULTS["max_object_keys"] == 64
-    assert collection.retries.max_attempts == DEFAULTS["retries.max_attempts"] == 3
-    assert collection.retries.backoff_seconds == DEFAULTS["retries.backoff_seconds"] == 2.0
+    assert collection.max_object_keys == default_of(CollectionOptions, "max_object_keys") == 64
+    assert collection.retries.max_attempts == default_of(RetryConfig, "max_attempts") == 3
+    assert collection.retries.backoff_seconds == default_of(RetryConfig, "backoff_seconds") == 2.0
     assert collection.tags == {}
     assert collection.description is None
-    assert collection.connection_url == DEFAULTS["connection_url"] == "${MONGODB_URI}"
+    assert collection.connection_url == default_of(DefaultsSection, "connection_url") == "${MONGODB_URI}"
     assert collection.connection_url_line is None
-    assert database.max_parallel_collections == DEFAULTS["max_parallel_collections"] == 4
+    assert database.max_parallel_collections == default_of(DefaultsSection, "max_parallel_collections") == 4
     assert database.dataset == "mongo_db"
     assert database.key_prefix == ("raw_db",)
     assert database.schedule is None
-    assert config.dataset_prefix == DEFAULTS["dataset_prefix"] == "mongo"
+    assert config.dataset_prefix == default_of(ProjectConfig, "dataset_prefix") == "mongo"
     assert config.destination.type == "duckdb"
-    assert config.destination.path == DEFAULTS["destination.path"]
+    assert config.destination.path == default_of(DestinationConfig, "path")
     assert config.destination.loader_file_format is None
 
 
