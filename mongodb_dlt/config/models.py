@@ -164,7 +164,7 @@ class IncrementalConfig(_Frozen):
     """Load only documents whose ``cursor_field`` is at or past the last value seen (kept in dlt state)."""
 
     cursor_field: str = Field(min_length=1)
-    initial_value: Any = Field(None, description="where the first run starts; None: at the smallest value")
+    initial_value: Any = Field(None, description="where the first run starts; None: no lower bound")
 
     @field_validator("initial_value", mode="before")
     @classmethod
