@@ -9,8 +9,8 @@ materialized and "re-execute from asset failure" repeats only the failed ones. E
 none.
 
 A big YAML makes a big graph (5,000 collections: 15,000 op outputs with their check specs), so building it
-avoids per-collection overhead: one warnings filter per database, each YAML file's absolute path worked out once,
-and the cyclic garbage collector paused while the graph is built (``_long_lived``).
+avoids per-collection overhead (one warnings filter and one absolute path per YAML file for a database's specs)
+and pauses the cyclic garbage collector while the graph is built (``_long_lived``).
 """
 
 import gc
@@ -42,6 +42,20 @@ def collection_spec(
     with _beta_ignored():
         references = _CodeReferences(config)(collection)
     return _collection_spec(config, database, collection, translator, references)
+
+
+def collection_specs(
+    config: ProjectConfig, database: DatabaseConfig, translator: MongoDltTranslator
+) -> list[dg.AssetSpec]:
+    """The assets of every collection of ``database`` (each as ``collection_spec`` makes it), built together: one
+    warnings filter for all of them and one absolute path per YAML file."""
+    code_references = _CodeReferences(config)
+    with _beta_ignored():
+        references = [code_references(c) for c in database.collections.values()]
+    return [
+        _collection_spec(config, database, c, translator, r)
+        for c, r in zip(database.collections.values(), references, strict=True)
+    ]
 
 
 def _collection_spec(
@@ -106,12 +120,12 @@ def _long_lived() -> Iterator[None]:
     oldest generation.
 
     Everything built here lives as long as the code location, and there is a lot of it (5,000 collections: about
-    300,000 objects, most of them Dagster's: outputs, check specs and keys, metadata values). With the collector
-    on, each time the heap grows by a quarter a full collection walks every object so far: four of them took
-    about 40% of the load. ``freeze`` then ``unfreeze`` move every object into the oldest generation without
-    walking it through the young ones; nothing is leaked, the objects stay collectable by the next full
-    collection. The state the collector was in is restored, and objects someone else froze stay frozen (the move
-    is then skipped, as ``unfreeze`` would thaw them)."""
+    160,000 objects the collector tracks, most of them Dagster's: outputs, check specs and keys, metadata values).
+    With the collector on, each time the heap grows by a quarter a full collection walks every object so far:
+    loading 5,000 collections ran four, about 40% of the load's time. ``freeze`` then ``unfreeze`` move every
+    object into the oldest generation without walking it through the young ones; nothing is leaked, the objects
+    stay collectable by the next full collection. The state the collector was in is restored, and objects someone
+    else froze stay frozen (the move is then skipped, as ``unfreeze`` would thaw them)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -204,18 +218,9 @@ def _unreachable(
 
 
 def _database_asset(
-    config: ProjectConfig,
-    database: DatabaseConfig,
-    resource_key: str,
-    translator: MongoDltTranslator,
-    code_references: _CodeReferences,
+    config: ProjectConfig, database: DatabaseConfig, resource_key: str, translator: MongoDltTranslator
 ) -> dg.AssetsDefinition:
-    with _beta_ignored():
-        references = [code_references(c) for c in database.collections.values()]
-    specs = [
-        _collection_spec(config, database, c, translator, r)
-        for c, r in zip(database.collections.values(), references, strict=True)
-    ]
+    specs = collection_specs(config, database, translator)
     collections_by_key = {spec.key: c for spec, c in zip(specs, database.collections.values(), strict=True)}
     pool = destination_pool(config.destination.type)
 
@@ -319,9 +324,5 @@ def dlt_asset_factory(
     load through the ``MongoDltLoader`` resource under ``resource_key`` (see ``build_definitions``, which binds
     it). ``translator`` names the assets (default: ``MongoDltTranslator()``, ``raw_<database>/<collection>``)."""
     translator = translator or MongoDltTranslator()
-    code_references = _CodeReferences(config)
     with _long_lived():
-        return [
-            _database_asset(config, database, resource_key, translator, code_references)
-            for database in config.databases.values()
-        ]
+        return [_database_asset(config, database, resource_key, translator) for database in config.databases.values()]

@@ -3,6 +3,7 @@ records what it was asked to load (the real loader is covered end to end)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -15,8 +16,15 @@ import pytest
 from mongodb_dlt.checks import NO_TYPE_DRIFT, ROWS_MATCH_SOURCE
 from mongodb_dlt.config import CollectionConfig, DestinationConfig, ProjectConfig, load_config
 from mongodb_dlt.definitions import ALL_COLLECTIONS_JOB, build_definitions
-from mongodb_dlt.factory import DESTINATION_TAG, LOADER_RESOURCE_KEY, dlt_asset_factory
+from mongodb_dlt.factory import (
+    DESTINATION_TAG,
+    LOADER_RESOURCE_KEY,
+    collection_spec,
+    collection_specs,
+    dlt_asset_factory,
+)
 from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.naming import MongoDltTranslator
 from mongodb_dlt.results import CollectionLoadResult, ExtractStats
 
 YAML = """
@@ -226,3 +234,77 @@ def test_each_asset_points_at_its_yaml_entry_and_can_carry_a_freshness_policy(tm
     assert freshness["accounts"] is None
     customers = freshness["customers"]
     assert customers is not None and customers.fail_window.to_timedelta() == timedelta(hours=2)
+
+
+def big_yaml(databases: int, collections: int) -> str:
+    """Like benchmarks/definitions_load.py's YAML, with every kind of collection the specs and checks tell apart."""
+    lines = ["defaults:", "  connection_url: ${MONGODB_URI}", "databases:"]
+    options = [
+        "{}",
+        "{incremental: {cursor_field: updated_at}, write_disposition: append}",
+        "{write_disposition: replace, limit: 100, freshness: {max_lag: 2h, warn_after: 1h}}",
+        "{tags: {pii: 'true'}, description: Described}",
+    ]
+    for d in range(databases):
+        lines += [f"  db_{d}:", "    collections:"]
+        lines += [f"      coll_{c}: {options[c % len(options)]}" for c in range(collections)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_big_yaml_keeps_both_checks_and_the_whole_spec_on_every_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    path = tmp_path / "databases.yaml"
+    path.write_text(big_yaml(4, 25))
+    config = load_config(path)
+    defs = build_definitions(config)
+    lines = path.read_text().splitlines()
+    assert len(defs.assets) == 4
+    for database, assets_def in zip(config.databases.values(), defs.assets, strict=True):
+        assert assets_def.can_subset and assets_def.op.pool == "mongodb_dlt_duckdb"
+        assert assets_def.op.tags[DESTINATION_TAG] == "duckdb"
+        # the checks are the multi-asset's own: declared on it, two per collection, described
+        assert assets_def.check_keys == {
+            dg.AssetCheckKey(key, name) for key in assets_def.keys for name in (ROWS_MATCH_SOURCE, NO_TYPE_DRIFT)
+        }
+        assert all(spec.description for spec in assets_def.check_specs)
+        # the batched specs are the ones collection_spec makes one at a time
+        translator = MongoDltTranslator()
+        one_by_one = [collection_spec(config, database, c, translator) for c in database.collections.values()]
+        assert collection_specs(config, database, translator) == one_by_one
+        for spec, collection in zip(assets_def.specs, database.collections.values(), strict=True):
+            assert spec.key == dg.AssetKey([f"raw_{database.name}", collection.name])
+            assert spec.group_name == database.name and spec.kinds == {"mongodb", "duckdb"}
+            assert spec.description
+            assert spec.metadata["dagster/table_name"] == f"mongo_{database.name}.{collection.name}"
+            assert spec.metadata["mongodb/database"] == database.name
+            assert spec.metadata["mongodb/collection"] == collection.name
+            assert spec.metadata["write_disposition"] == collection.write_disposition
+            [reference] = spec.metadata["dagster/code_references"].code_references
+            assert reference.file_path == str(path)
+            assert lines[reference.line_number - 1].strip().startswith(f"{collection.name}:")
+            assert spec.tags.get("pii") == collection.tags.get("pii")
+            assert (spec.freshness_policy is None) == (collection.freshness is None)
+    asset_graph = defs.get_repository_def().asset_graph
+    assert len(asset_graph.asset_check_keys) == 2 * len(asset_graph.get_all_asset_keys()) == 200
+
+
+def test_building_leaves_the_garbage_collector_as_it_was(config: ProjectConfig) -> None:
+    # the factory pauses the collector while it builds (see factory._long_lived)
+    assert gc.isenabled()
+    dlt_asset_factory(config)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        dlt_asset_factory(config)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    # objects someone froze stay frozen (unfreezing them would empty the permanent generation)
+    gc.freeze()
+    try:
+        dlt_asset_factory(config)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
