@@ -215,6 +215,11 @@ class CollectionOptions(_Frozen):
     limit: int | None = Field(None, gt=0, description="None: no cap on documents per run")
     incremental: IncrementalConfig | None = Field(None, description="None: read the whole collection every run")
     batch_size: int = Field(1000, gt=0, description="documents per cursor batch and per page handed to dlt")
+    comment: str | None = Field(
+        None,
+        min_length=1,
+        description="None: the reads carry no comment; a text tags them in the server's currentOp, profiler and logs",
+    )
     max_table_nesting: int = Field(
         2, ge=0, description="sub-documents deeper than this land as JSON instead of child tables"
     )

@@ -135,11 +135,12 @@ def raw_batches(source: Collection, query: Mapping[str, Any], **find: Any) -> It
         yield b"".join(page)
 
 
-def count(source: Collection, query: Mapping[str, Any]) -> int | str:
-    """``count_documents(query)``, or why the server cannot count it (``$where``, ``$near``): that is noted, not
-    raised, since the read itself takes the query. Transient errors are raised, to be retried with the read."""
+def count(source: Collection, query: Mapping[str, Any], **options: Any) -> int | str:
+    """``count_documents(query, **options)``, or why the server cannot count it (``$where``, ``$near``): that is
+    noted, not raised, since the read itself takes the query. Transient errors are raised, to be retried with the
+    read."""
     try:
-        return int(source.count_documents(query))
+        return int(source.count_documents(query, **options))
     except pymongo.errors.OperationFailure as error:
         if isinstance(error, pymongo.errors.ExecutionTimeout):
             raise

@@ -116,8 +116,9 @@ def mongodb_collection(
                 start = cursor_state.start_value(source, initial_value)
             query = mongo.query(options.filter, cursor_field, start)
             logger.debug("%s: find %s sort %s", label, query, sort)
+            tagged = {"comment": options.comment} if options.comment else {}
             if count_documents:
-                _count_into(run_stats, source, query, before=True)
+                _count_into(run_stats, source, query, tagged, before=True)
             raw_batches = mongo.raw_batches(
                 source,
                 query,
@@ -127,6 +128,7 @@ def mongodb_collection(
                 limit=options.limit or 0,
                 # a cursor field without an index is sorted by the server; past 100 MB it needs the disk
                 allow_disk_use=cursor_field is not None or None,
+                **tagged,
             )
             boundary = cursor_state.boundary() if cursor_state is not None else (None, frozenset())
             for raw in raw_batches:
@@ -142,7 +144,7 @@ def mongodb_collection(
             yield from assembler.flush()
             run_stats.batches_in_workers = conversions.in_workers
             if count_documents and run_stats.count_error is None:
-                _count_into(run_stats, source, query, before=False)
+                _count_into(run_stats, source, query, tagged, before=False)
         finally:
             if client is None:
                 client_used.close()
@@ -161,8 +163,10 @@ def mongodb_collection(
     )
 
 
-def _count_into(stats: ExtractStats, source: Any, query: dict[str, Any], *, before: bool) -> None:
-    counted = mongo.count(source, query)
+def _count_into(
+    stats: ExtractStats, source: Any, query: dict[str, Any], options: dict[str, Any], *, before: bool
+) -> None:
+    counted = mongo.count(source, query, **options)
     if isinstance(counted, str):
         stats.count_error = counted
     elif before:

@@ -477,3 +477,20 @@ def test_dlt_logs_no_warning_we_cause_on_purpose(tmp_path: Path, standin: MongoS
     finally:
         logging.getLogger("dlt").removeHandler(handler)
     assert not [record.getMessage() for record in records], [record.getMessage() for record in records]
+
+
+@pytest.mark.parametrize(
+    ("options", "comment"), [("{comment: mongodb-dlt nightly}", "mongodb-dlt nightly"), ("{}", None)]
+)
+def test_the_reads_and_counts_carry_the_configured_comment(
+    tmp_path: Path, standin: MongoStandIn, options: str, comment: str | None
+) -> None:
+    standin.client.shop.orders.insert_many([{"_id": i} for i in range(25)])
+    loader, orders = _collection_config(tmp_path, options)
+    standin.clear_commands()
+    result = loader.load_collection(orders, "mongo_shop", count_rows=True)
+    assert result.succeeded and result.rows_loaded == 25
+    reads = [c for c in standin.commands_seen("shop", "orders") if "find" in c or "aggregate" in c]
+    # the find and the two counts (count_documents runs an aggregate) before and after it
+    assert sorted(next(iter(c)) for c in reads) == ["aggregate", "aggregate", "find"]
+    assert [c.get("comment") for c in reads] == [comment] * 3
