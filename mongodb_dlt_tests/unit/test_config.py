@@ -1,4 +1,4 @@
-"""config.py: both YAML forms, inheritance, defaults, env interpolation, masking, every error's location."""
+"""config/: both YAML forms, inheritance, defaults, env interpolation, masking, every error's location."""
 
 from __future__ import annotations
 
