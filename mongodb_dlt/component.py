@@ -56,7 +56,7 @@ class MongoDltComponent(dg.Component, dg.Resolvable, dg.Model):
     )
     defaults: dict[str, Any] | None = Field(default=None, description="options every database and collection inherits")
     destination: dict[str, Any] | str | None = Field(default=None, description="where every database lands")
-    dataset_prefix: str | None = Field(default=None, description="warehouse dataset prefix: a database lands in <prefix>_<database>")
+    dataset_prefix: str | None = Field(default=None, description="datasets are <prefix>_<database>")
     databases: dict[str, Any] | None = Field(default=None, description="MongoDB databases and their collections")
 
     def project_config(self, context: dg.ComponentLoadContext) -> ProjectConfig:
