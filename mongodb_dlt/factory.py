@@ -10,7 +10,7 @@ none.
 
 A big YAML makes a big graph (5,000 collections: 15,000 op outputs with their check specs), so building it
 avoids per-collection overhead (one warnings filter and one absolute path per YAML file for a database's specs)
-and pauses the cyclic garbage collector while the graph is built (``_long_lived``).
+and pauses the cyclic garbage collector while the graph is built (``long_lived``).
 """
 
 import gc
@@ -115,7 +115,7 @@ def _beta_ignored() -> Iterator[None]:
 
 
 @contextmanager
-def _long_lived() -> Iterator[None]:
+def long_lived() -> Iterator[None]:
     """Pauses the cyclic garbage collector while the multi-assets are built, then files what was built in the
     oldest generation.
 
@@ -324,5 +324,5 @@ def dlt_asset_factory(
     load through the ``MongoDltLoader`` resource under ``resource_key`` (see ``build_definitions``, which binds
     it). ``translator`` names the assets (default: ``MongoDltTranslator()``, ``raw_<database>/<collection>``)."""
     translator = translator or MongoDltTranslator()
-    with _long_lived():
+    with long_lived():
         return [_database_asset(config, database, resource_key, translator) for database in config.databases.values()]

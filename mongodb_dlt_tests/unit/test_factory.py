@@ -291,7 +291,7 @@ def test_a_big_yaml_keeps_both_checks_and_the_whole_spec_on_every_collection(
 
 
 def test_building_leaves_the_garbage_collector_as_it_was(config: ProjectConfig) -> None:
-    # the factory pauses the collector while it builds (see factory._long_lived)
+    # the factory pauses the collector while it builds (see factory.long_lived)
     assert gc.isenabled()
     dlt_asset_factory(config)
     assert gc.isenabled()
