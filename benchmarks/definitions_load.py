@@ -5,11 +5,14 @@ ratio (with checks / without), not the times.
 
     .venv/bin/python benchmarks/definitions_load.py [--databases 100] [--collections 50] [--repeat 1]
 
-With ``--repeat``, each round measures both (alternating which goes first) and the best round of each is shown.
+Also measured: what a code location pays, ``mongodb_dlt.definitions.defs`` from the YAML to the resolved asset graph
+(it resolves while the garbage collector is paused), against the reference plus the YAML's load_config. With
+``--repeat``, each round measures all three (which goes first rotates) and the best round of each is shown.
 """
 
 import argparse
 import gc
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,8 +21,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from mongodb_dlt.config import ProjectConfig, load_config
-from mongodb_dlt.definitions import build_definitions
+from mongodb_dlt.config import CONFIG_PATH_ENV, ProjectConfig, load_config
+from mongodb_dlt.definitions import build_definitions, defs
 from mongodb_dlt.factory import collection_specs
 from mongodb_dlt.naming import MongoDltTranslator, op_name
 
@@ -85,6 +88,14 @@ def reference(config: ProjectConfig) -> Timing:
     return Timing(0.0, built - started, resolved - built, len(list(asset_graph.get_all_asset_keys())))
 
 
+def code_location(path: Path) -> float:
+    os.environ[CONFIG_PATH_ENV] = str(path)
+    started = time.perf_counter()
+    repository = defs().get_repository_def()
+    repository.asset_graph.get_all_asset_keys()
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--databases", type=int, default=100)
@@ -93,21 +104,25 @@ def main() -> None:
     args = parser.parse_args()
     checked: list[Timing] = []
     plain: list[Timing] = []
+    located: list[float] = []
+    measures = ["checks", "plain", "code location"]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "databases.yaml"
         write_yaml(path, args.databases, args.collections)
         config: ProjectConfig | None = None
         for round_ in range(args.repeat):
-            # the first round reads the YAML first (the reference builds from it); which goes first alternates
-            for measure in ("checks", "plain") if config is None or round_ % 2 == 0 else ("plain", "checks"):
+            # the first round reads the YAML first (the reference builds from it); then the order rotates
+            for measure in measures[round_ % 3 :] + measures[: round_ % 3]:
                 # each measurement starts from a collected heap: nothing the previous one built is left to walk
                 gc.collect()
                 if measure == "checks":
                     timing, config = with_checks(path)
                     checked.append(timing)
-                else:
+                elif measure == "plain":
                     assert config is not None
                     plain.append(reference(config))
+                else:
+                    located.append(code_location(path))
     best = min(checked, key=lambda t: t.load + t.definitions)
     best_plain = min(plain, key=lambda t: t.definitions)
     print(f"{args.databases} databases x {args.collections} collections ({best.assets} assets, {best.jobs} jobs)")
@@ -121,6 +136,10 @@ def main() -> None:
         f"(the same {best_plain.assets} AssetSpecs as plain multi-assets)"
     )
     print(f"ratio with checks / without:            {best.definitions / best_plain.definitions:6.2f}")
+    print(
+        f"code location (definitions.defs):       {min(located):6.2f} s, "
+        f"ratio to load_config + reference: {min(located) / (best.load + best_plain.definitions):.2f}"
+    )
 
 
 if __name__ == "__main__":
