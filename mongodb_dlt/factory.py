@@ -107,8 +107,8 @@ class _CodeReferences:
 @contextmanager
 def _beta_ignored() -> Iterator[None]:
     """Code references are beta in Dagster 1.13: the warning would print on every definitions load, in every step
-    process. Entered once per database rather than once per collection: each entry copies the filters and makes
-    every later warning re-match them."""
+    process. Entered once per database rather than once per collection (each entry copies and later restores the
+    process's warning filters)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
         yield
@@ -116,8 +116,8 @@ def _beta_ignored() -> Iterator[None]:
 
 @contextmanager
 def long_lived() -> Iterator[None]:
-    """Pauses the cyclic garbage collector while the multi-assets are built, then files what was built in the
-    oldest generation.
+    """Pauses the cyclic garbage collector while definitions are built (the multi-assets here; ``definitions.defs``
+    resolves its definitions inside it too), then files what was built in the oldest generation.
 
     Everything built here lives as long as the code location, and there is a lot of it (5,000 collections: about
     160,000 objects the collector tracks, most of them Dagster's: outputs, check specs and keys, metadata values).
