@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo serve test lint bench clean
+.PHONY: demo serve test unit lint bench clean
 
 # The lock pins everything: runtime, the demo extra (the MongoDB stand-in) and the dev extra (pytest, ruff, dg).
 # The package is then installed with both extras and --no-index, so a requirement the lock misses fails here
@@ -24,9 +24,15 @@ demo: $(STAMP)
 serve: $(STAMP)
 	mkdir -p demo && cd demo && ../$(BIN)/mongodb-dlt demo --serve --port $(PORT)
 
+# Everything: ruff, then the whole suite (mongodb_dlt_tests/unit, integration and e2e).
 test: $(STAMP)
 	$(BIN)/ruff check mongodb_dlt mongodb_dlt_tests benchmarks
 	$(BIN)/pytest -q
+
+# The fast tests only: ruff, then mongodb_dlt_tests/unit (in-process, no socket, no subprocess).
+unit: $(STAMP)
+	$(BIN)/ruff check mongodb_dlt mongodb_dlt_tests benchmarks
+	$(BIN)/pytest -q mongodb_dlt_tests/unit
 
 # arrow_throughput.py measures the client-side limit with pymongoarrow, which needs pyarrow 25 and cannot join
 # .venv's pyarrow 26: it creates benchmarks/.limit-venv from benchmarks/limit-requirements.txt on first use.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +15,57 @@ import mongomock
 import pytest
 
 from mongodb_dlt.testing import MongoStandIn
+
+TESTS = Path(__file__).parent
+FOLDER_MARKERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its folder's name (pyproject.toml declares the markers): ``-m "not e2e"``."""
+    for item in items:
+        relative = item.path.relative_to(TESTS) if item.path.is_relative_to(TESTS) else None
+        if relative is not None and relative.parts[0] in FOLDER_MARKERS:
+            item.add_marker(relative.parts[0])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_dlt_telemetry() -> Iterator[None]:
+    """dlt reads this from the environment in every process, ours and the subprocesses the tests start."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RUNTIME__DLTHUB_TELEMETRY", "false")
+        yield
+
+
+def _release_dlt_contexts() -> None:
+    """dlt keeps, for every thread that ever ran a load, the last pipeline it activated and the configuration values
+    it resolved since its last pipeline step (``Container().thread_contexts``: ``PipelineContext``,
+    ``TraceLogContext``), for as long as the process lives. Through the destination's credentials they hold the
+    DuckDB connections the loader passed to dlt: closed, but alive. Were they still alive at interpreter exit,
+    DuckDB's nanobind bindings would report each one (and every DuckDB type and function) as leaked."""
+    if "dlt" not in sys.modules:
+        return
+    from dlt.common.configuration.container import Container
+    from dlt.common.configuration.utils import TraceLogContext
+    from dlt.common.pipeline import PipelineContext
+
+    for context, _ in list(Container().thread_contexts.values()):
+        if (traces := context.get(TraceLogContext)) is not None:
+            traces.clear()
+        if (pipelines := context.get(PipelineContext)) is not None:
+            pipelines.deactivate()
+
+
+@pytest.fixture(autouse=True)
+def _dlt_contexts_released() -> Iterator[None]:
+    yield
+    _release_dlt_contexts()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _nothing_of_duckdb_left_at_exit() -> Iterator[None]:
+    yield
+    _release_dlt_contexts()
+    gc.collect()  # what dlt held is partly in reference cycles: free it now, while DuckDB's bindings are alive
 
 
 @pytest.fixture
@@ -63,8 +116,6 @@ def project(tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MONGODB_DLT_PIPELINES_DIR", str(project.pipelines_dir))
     monkeypatch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
     (root / "dagster_home").mkdir()
-    # dlt reads these from the environment in every process; keep its telemetry and folders local.
-    monkeypatch.setenv("RUNTIME__DLTHUB_TELEMETRY", "false")
     monkeypatch.chdir(root)
     return project
 

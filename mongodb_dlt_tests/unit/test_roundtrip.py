@@ -19,6 +19,7 @@ import copy
 import json
 import math
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from bson.timestamp import Timestamp
 from hypothesis import HealthCheck, currently_in_test_context, given, note, settings
 from hypothesis import strategies as st
 
+from mongodb_dlt.extract import workers
 from mongodb_dlt.extract.bson_types import looks_like_data_key
 from mongodb_dlt.extract.source import mongodb_collection
 from mongodb_dlt.results import ExtractStats
@@ -67,13 +69,6 @@ element by element (``test_one_element_stored_as_json_leaves_its_array_a_child_t
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_DATE_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 MAX_DATE_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_telemetry() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RUNTIME__DLTHUB_TELEMETRY", "false")
-        yield
 
 
 # --- the documented representation -------------------------------------------------------------------------
@@ -597,9 +592,14 @@ def every_type(number: int) -> Document:
 
 def test_worker_processes_convert_like_the_main_process() -> None:
     documents = [every_type(number) for number in range(12)]
+    # the workers start in the background on first use; batches go to them once they answer: wait for that first,
+    # so that the first load already hands them its batches past the first few
+    deadline = time.monotonic() + 120  # a bound for a broken pool only: the workers answer within seconds
+    while not workers._workers_ready():
+        assert time.monotonic() < deadline, "the conversion workers never answered"
+        time.sleep(0.05)
     with warehouse() as store:
         store.store(documents)
-        # batches go to the workers once they have started, in the background: load until some did
         for _ in range(20):
             stats = ExtractStats()
             store.load("merge", batch_size=2, conversion_processes=None, stats=stats)

@@ -79,14 +79,33 @@ def load(warehouse: Warehouse, mongo: mongomock.MongoClient, collection: str, **
     return stats
 
 
-@pytest.fixture(autouse=True)
-def _no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RUNTIME__DLTHUB_TELEMETRY", "false")
+def load_together(
+    warehouse: Warehouse, mongo: mongomock.MongoClient, collections: dict[str, dict[str, Any]]
+) -> dict[str, ExtractStats]:
+    """One dlt run loading several collections of ``db``, each with its own options into tables of its own; returns
+    what each read and wrote. The cases of a parametrized test share the run: a dlt run costs about half a second
+    however little it loads, and each collection's reading, tables and state are its own (they are keyed by the
+    collection's table name), so a case sees what it would see loaded alone."""
+    stats = {collection: ExtractStats() for collection in collections}
+    resources = [
+        mongodb_collection(
+            None, "db", collection, client=mongo, stats=stats[collection], conversion_processes=0, **options
+        )
+        for collection, options in collections.items()
+    ]
+    warehouse.pipeline().run(resources)
+    return stats
 
 
 @pytest.fixture
 def mongo() -> mongomock.MongoClient:
     return mongomock.MongoClient(tz_aware=True)
+
+
+def shared_warehouse(tmp_path_factory: pytest.TempPathFactory, name: str) -> Warehouse:
+    """A warehouse for the cases of one parametrized test, loaded once by a module-scoped fixture."""
+    folder = tmp_path_factory.mktemp(name)
+    return Warehouse(path=folder / "warehouse.duckdb", pipelines_dir=folder / "pipelines")
 
 
 @pytest.fixture
@@ -307,17 +326,27 @@ def test_each_bson_type_lands_in_a_column_of_its_own_type(mongo: mongomock.Mongo
     }
 
 
-@pytest.mark.parametrize("write_disposition", ["append", "replace", "merge"])
-def test_non_finite_and_negative_zero_doubles_stay_doubles(
-    mongo: mongomock.MongoClient, warehouse: Warehouse, write_disposition: str
-) -> None:
+WRITE_DISPOSITIONS = ["append", "replace", "merge"]
+
+
+@pytest.fixture(scope="module")
+def floats(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+    """The same doubles in one collection per write disposition (``floats_<disposition>``), loaded together."""
+    mongo = mongomock.MongoClient(tz_aware=True)
     values = [float("nan"), float("inf"), float("-inf"), -0.0, 1.5]
-    mongo.db.floats.insert_many([{"_id": n, "x": value} for n, value in enumerate(values)])
+    for write_disposition in WRITE_DISPOSITIONS:
+        mongo.db[f"floats_{write_disposition}"].insert_many([{"_id": n, "x": value} for n, value in enumerate(values)])
+    warehouse = shared_warehouse(tmp_path_factory, "floats")
+    load_together(warehouse, mongo, {f"floats_{wd}": {"write_disposition": wd} for wd in WRITE_DISPOSITIONS})
+    return warehouse
 
-    load(warehouse, mongo, "floats", write_disposition=write_disposition)
 
-    assert warehouse.columns("floats") == {"_id": "BIGINT", "x": "DOUBLE"}
-    landed = [value for (value,) in warehouse.query(f"select x from {DATASET}.floats order by _id")]
+@pytest.mark.parametrize("write_disposition", WRITE_DISPOSITIONS)
+def test_non_finite_and_negative_zero_doubles_stay_doubles(floats: Warehouse, write_disposition: str) -> None:
+    table = f"floats_{write_disposition}"
+
+    assert floats.columns(table) == {"_id": "BIGINT", "x": "DOUBLE"}
+    landed = [value for (value,) in floats.query(f"select x from {DATASET}.{table} order by _id")]
     assert math.isnan(landed[0]) and landed[1:3] == [float("inf"), float("-inf")]
     assert landed[3] == 0.0 and landed[4] == 1.5
     # DuckDB's window function (dlt's merge de-duplication) drops the sign of zero; plain inserts keep it
@@ -342,25 +371,44 @@ DRIFT_CASES: list[tuple[Any, Any, str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(("first", "later", "variant", "expected"), DRIFT_CASES)
+
+
+def drift_collection(case: int, across_runs: bool) -> str:
+    return f"places_{case}_{'two_runs' if across_runs else 'one_run'}"
+
+
+@pytest.fixture(scope="module")
+def drifted(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+    """Each case of DRIFT_CASES twice, in collections of its own (``drift_collection``): the first value, then the
+    later one; read in one run, or the first value loaded by a run of its own before. Every case shares the same
+    two runs: the first loads the first values of the "two runs" collections, the second reads every collection
+    in batches of one document."""
+    mongo = mongomock.MongoClient(tz_aware=True)
+    cases = range(len(DRIFT_CASES))
+    for case, (first, *_) in enumerate(DRIFT_CASES):
+        for across_runs in (False, True):
+            mongo.db[drift_collection(case, across_runs)].insert_one({"_id": 1, "zip": first})
+    warehouse = shared_warehouse(tmp_path_factory, "drift")
+    load_together(warehouse, mongo, {drift_collection(case, True): {} for case in cases})
+    for case, (_, later, *_) in enumerate(DRIFT_CASES):
+        for across_runs in (False, True):
+            mongo.db[drift_collection(case, across_runs)].insert_one({"_id": 2, "zip": later})
+    every = [drift_collection(case, across_runs) for case in cases for across_runs in (False, True)]
+    load_together(warehouse, mongo, {collection: {"batch_size": 1} for collection in every})
+    return warehouse
+
+
+@pytest.mark.parametrize(
+    "case", range(len(DRIFT_CASES)), ids=[f"{first!r} then {later!r}" for first, later, *_ in DRIFT_CASES]
+)
 @pytest.mark.parametrize("across_runs", [False, True], ids=["one run", "two runs"])
 def test_a_drifting_field_keeps_every_value_in_a_variant_column(
-    mongo: mongomock.MongoClient,
-    warehouse: Warehouse,
-    first: Any,
-    later: Any,
-    variant: str,
-    expected: Any,
-    across_runs: bool,
+    drifted: Warehouse, case: int, across_runs: bool
 ) -> None:
-    mongo.db.places.insert_one({"_id": 1, "zip": first})
-    if across_runs:
-        load(warehouse, mongo, "places")
-    mongo.db.places.insert_one({"_id": 2, "zip": later})
+    _, _, variant, expected = DRIFT_CASES[case]
+    places = drift_collection(case, across_runs)
 
-    load(warehouse, mongo, "places", batch_size=1)
-
-    rows = warehouse.query(f'select _id, zip, "{variant}" from {DATASET}.places order by _id')
+    rows = drifted.query(f'select _id, zip, "{variant}" from {DATASET}.{places} order by _id')
     assert rows[1] == (2, None, expected)
     assert rows[0][2] is None and rows[0][1] is not None
 
@@ -409,18 +457,34 @@ ID_PAIRS: list[tuple[Any, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(("one", "other"), ID_PAIRS)
+
+
+@pytest.fixture(scope="module")
+def typed_ids(tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, dict[str, ExtractStats]]:
+    """Each pair of ID_PAIRS in a collection of its own (``things_<n>``), all loaded together, one document of
+    each pair changed, and all loaded again (merge); with what the first run read."""
+    mongo = mongomock.MongoClient(tz_aware=True)
+    names = [f"things_{n}" for n in range(len(ID_PAIRS))]
+    for name, (one, other) in zip(names, ID_PAIRS, strict=True):
+        mongo.db[name].insert_many([{"_id": one, "v": 1}, {"_id": other, "v": 2, "tags": ["x"]}])
+    warehouse = shared_warehouse(tmp_path_factory, "ids")
+    first = load_together(warehouse, mongo, {name: {} for name in names})
+    for name, (_, other) in zip(names, ID_PAIRS, strict=True):
+        mongo.db[name].update_one({"_id": other}, {"$set": {"v": 3}})
+    load_together(warehouse, mongo, {name: {} for name in names})  # merge: each document replaces only its own row
+    return warehouse, first
+
+
+@pytest.mark.parametrize("pair", range(len(ID_PAIRS)), ids=[f"{one!r} and {other!r}" for one, other in ID_PAIRS])
 def test_ids_of_different_types_are_different_documents(
-    mongo: mongomock.MongoClient, warehouse: Warehouse, one: Any, other: Any
+    typed_ids: tuple[Warehouse, dict[str, ExtractStats]], pair: int
 ) -> None:
-    mongo.db.things.insert_many([{"_id": one, "v": 1}, {"_id": other, "v": 2, "tags": ["x"]}])
+    warehouse, first = typed_ids
+    things = f"things_{pair}"
 
-    assert load(warehouse, mongo, "things").rows["things"] == 2
-    mongo.db.things.update_one({"_id": other}, {"$set": {"v": 3}})
-    load(warehouse, mongo, "things")  # merge: each document replaces only its own row
-
-    assert warehouse.query(f"select v from {DATASET}.things order by v") == [(1,), (3,)]
-    assert warehouse.query(f"select count(*) from {DATASET}.things__tags") == [(1,)]
+    assert first[things].rows[things] == 2
+    assert warehouse.query(f"select v from {DATASET}.{things} order by v") == [(1,), (3,)]
+    assert warehouse.query(f"select count(*) from {DATASET}.{things}__tags") == [(1,)]
 
 
 def test_numbers_equal_as_ids_are_one_document_as_in_mongodb(
@@ -657,26 +721,37 @@ def test_merge_loads_the_same_documents_once(mongo: mongomock.MongoClient, wareh
     assert warehouse.query(f"select count(*) from {DATASET}.carts__lines") == [(19,)]
 
 
-@pytest.mark.parametrize("write_disposition", ["append", "replace"])
-def test_append_and_replace_write_no_marker_rows(
-    mongo: mongomock.MongoClient, warehouse: Warehouse, write_disposition: str
-) -> None:
-    mongo.db.carts.insert_many([{"_id": n, "lines": [{"sku": "a"}] if n % 2 else []} for n in range(4)])
+@pytest.fixture(scope="module")
+def unmerged(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+    """The same carts in ``carts_append`` and ``carts_replace``, each loaded twice with its write disposition (the
+    two collections share both runs)."""
+    mongo = mongomock.MongoClient(tz_aware=True)
+    dispositions = ["append", "replace"]
+    for write_disposition in dispositions:
+        mongo.db[f"carts_{write_disposition}"].insert_many(
+            [{"_id": n, "lines": [{"sku": "a"}] if n % 2 else []} for n in range(4)]
+        )
+    warehouse = shared_warehouse(tmp_path_factory, "unmerged")
+    for _ in range(2):
+        load_together(warehouse, mongo, {f"carts_{wd}": {"write_disposition": wd} for wd in dispositions})
+    return warehouse
 
-    load(warehouse, mongo, "carts", write_disposition=write_disposition)
-    load(warehouse, mongo, "carts", write_disposition=write_disposition)
+
+@pytest.mark.parametrize("write_disposition", ["append", "replace"])
+def test_append_and_replace_write_no_marker_rows(unmerged: Warehouse, write_disposition: str) -> None:
+    carts = f"carts_{write_disposition}"
 
     expected = {"append": [(8, 4)], "replace": [(4, 2)]}[write_disposition]
     assert [
         (
-            warehouse.query(f"select count(*) from {DATASET}.carts")[0][0],
-            warehouse.query(f"select count(*) from {DATASET}.carts__lines")[0][0],
+            unmerged.query(f"select count(*) from {DATASET}.{carts}")[0][0],
+            unmerged.query(f"select count(*) from {DATASET}.{carts}__lines")[0][0],
         )
     ] == expected
     assert "_mongo_deleted" not in {
         name
-        for (name,) in warehouse.query(
-            "select column_name from information_schema.columns where table_name = 'carts__lines'"
+        for (name,) in unmerged.query(
+            f"select column_name from information_schema.columns where table_name = '{carts}__lines'"
         )
     }
 
