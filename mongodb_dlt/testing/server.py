@@ -7,7 +7,9 @@ loop is not used: it holds one lock while answering, so a slow reply on one conn
 every other connection, and its accept loop needs a second to stop.
 
 Faults are armed per collection and checked on every request, so a test can change them while clients
-are connected. Handshake commands (hello/isMaster) are answered but not recorded in ``commands_seen``.
+are connected; ``hold`` keeps a collection's replies back until ``release``, so a test can stop a reader
+mid-read for as long as it needs without a clock. Handshake commands (hello/isMaster) are answered but not
+recorded in ``commands_seen``.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class MongoStandIn:
         self._sockets: set[socket.socket] = set()
         self._connection_count = 0
         self._faults: dict[tuple[str, str, str], _Fault] = {}
+        self._holds: dict[tuple[str, str], threading.Event] = {}
         self._log: deque[tuple[str, str | None, dict[str, Any]]] = deque(maxlen=COMMAND_LOG_SIZE)
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -130,6 +133,7 @@ class MongoStandIn:
         with self._state_lock:
             listener, self._listener = self._listener, None
             open_sockets, self._sockets = list(self._sockets), set()
+        self._release_holds()
         if listener is None:
             return
         listener.shutdown()
@@ -190,9 +194,29 @@ class MongoStandIn:
         """Delays every reply to a command on the collection by ``seconds``."""
         self._arm("slow", database, collection, _Fault(times, seconds=seconds))
 
+    def hold(self, database: str, collection: str) -> None:
+        """Holds back every reply to a command on the collection (a read's find, getMores, counts) until
+        ``release`` or ``clear_faults``: its readers wait mid-read, however long the test takes meanwhile."""
+        with self._state_lock:
+            self._holds.setdefault((database, collection), threading.Event())
+
+    def release(self, database: str, collection: str) -> None:
+        """Lets the replies held by ``hold`` go, and answers the collection's commands at once again."""
+        with self._state_lock:
+            held = self._holds.pop((database, collection), None)
+        if held is not None:
+            held.set()
+
     def clear_faults(self) -> None:
         with self._state_lock:
             self._faults.clear()
+        self._release_holds()
+
+    def _release_holds(self) -> None:
+        with self._state_lock:
+            holds, self._holds = list(self._holds.values()), {}
+        for held in holds:
+            held.set()
 
     def _arm(self, kind: str, database: str, collection: str, fault: _Fault) -> None:
         if fault.remaining is not None and fault.remaining < 1:
@@ -276,6 +300,9 @@ class MongoStandIn:
         collection = command_collection(command)
         with self._state_lock:
             self._log.append((database, collection, command))
+            held = self._holds.get((database, collection)) if collection is not None else None
+        if held is not None:
+            held.wait()
 
         slow = self._fire("slow", database, collection)
         delay = slow.seconds if slow else 0.0

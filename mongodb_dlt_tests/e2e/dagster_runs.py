@@ -120,5 +120,5 @@ def wait_for_run(instance: dg.DagsterInstance, run_id: str, timeout: float = 180
         run = instance.get_run_by_id(run_id)
         if run is not None and run.is_finished:
             return run
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise TimeoutError(f"run {run_id} did not finish in {timeout}s")

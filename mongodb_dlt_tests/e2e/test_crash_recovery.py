@@ -210,7 +210,8 @@ def test_a_killed_run_process_ends_its_run_and_keeps_a_second_writer_out(
           shop: [orders]
         """
     )
-    standin.slow("shop", "orders", 0.2)  # 15 batches: the step is loading for a few seconds
+    # the step's reads wait at the stand-in until released: it is mid-load for as long as the test needs
+    standin.hold("shop", "orders")
     config = load_config(project.config)
     loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(project.pipelines_dir))
     orders = config.databases["shop"].collections["orders"]
@@ -237,6 +238,7 @@ def test_a_killed_run_process_ends_its_run_and_keeps_a_second_writer_out(
         assert not busy.succeeded
         assert f"PID {step}" in (busy.error or "") and run_id in (busy.error or "")
 
+        standin.release("shop", "orders")  # the orphaned step reads on, alone, and finishes its load
         _wait_until_free(lock_file, deadline)
         run = wait_for_run(instance, run_id, timeout=max(1.0, deadline - time.monotonic()))
     assert run.status == dg.DagsterRunStatus.FAILURE

@@ -3,7 +3,7 @@ real loader against the MongoDB stand-in and DuckDB, subset with their assets, a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,15 @@ def insert(standin: MongoStandIn, collection: str, first: int, count: int, **fie
         [{"_id": i, "n": i, "ts": START + timedelta(minutes=i), "tags": ["a", "b"], **fields}
          for i in range(first, first + count)]
     )
+
+
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterInstance]:
+    """One Dagster instance for the module's runs, all in-process (``dg.materialize``): each test reads its own
+    run's events, through its result or its run id (the latest check execution a test reads is its own run's)."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    with dg.instance_for_test(temp_dir=str(home), set_dagster_home=False) as dagster_instance:
+        yield dagster_instance
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import mongomock
@@ -345,6 +346,24 @@ def test_slow_collection_delays_each_reply(standin: MongoStandIn, client: pymong
     started = time.monotonic()
     client.db.numbers.find_one()
     assert time.monotonic() - started < 0.15
+
+
+def test_hold_keeps_a_collections_replies_until_release(standin: MongoStandIn, client: pymongo.MongoClient) -> None:
+    seed_numbers(standin, 30)
+    seed_numbers(standin, 3, collection="free")
+    with ThreadPoolExecutor(1) as pool:
+        for let_go in (lambda: standin.release("db", "numbers"), standin.clear_faults):
+            standin.clear_commands()
+            standin.hold("db", "numbers")
+            read = pool.submit(lambda: [doc["n"] for doc in client.db.numbers.find(batch_size=10)])
+            deadline = time.monotonic() + 30
+            while not finds(standin, "db", "numbers"):  # the find reached the server, which holds its reply
+                assert time.monotonic() < deadline, "the find never reached the stand-in"
+                time.sleep(0.01)
+            assert [doc["n"] for doc in client.db.free.find()] == [0, 1, 2]  # other collections answer meanwhile
+            assert not read.done()
+            let_go()
+            assert read.result(timeout=30) == list(range(30))
 
 
 def test_commands_seen_records_filter_and_sort(standin: MongoStandIn, client: pymongo.MongoClient) -> None:

@@ -4,7 +4,6 @@ once, fast, on one line without the password, and databases on working servers s
 from __future__ import annotations
 
 import re
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,31 +12,17 @@ import dagster as dg
 import pytest
 
 from mongodb_dlt.config import load_config
-from mongodb_dlt.errors import MongoUnreachableError
 from mongodb_dlt.extract.mongo import check_reachable
 from mongodb_dlt.factory import LOADER_RESOURCE_KEY, dlt_asset_factory
 from mongodb_dlt.load.loader import MongoDltLoader
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt_tests.conftest import Project
+from mongodb_dlt_tests.integration.conftest import DefaultTimeoutProbe, closed_port, unreachable_message
 
 # The default server selection timeout is 10 s: one wait plus the client's start and stop.
 DEFAULT_BOUND_SECONDS = 15.0
 # Where the test is about the message, not the timeout, the URL asks pymongo to give up sooner.
 SHORT = "serverSelectionTimeoutMS=500"
-
-
-def closed_port() -> int:
-    """A port nothing listens on: bound once to get a free number, then released."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def unreachable_message(url: str) -> tuple[str, float]:
-    started = time.monotonic()
-    with pytest.raises(MongoUnreachableError) as raised:
-        check_reachable(url)
-    return str(raised.value), time.monotonic() - started
 
 
 @dataclass(frozen=True)
@@ -88,17 +73,6 @@ def test_unreachable_server_fails_fast_on_one_masked_line(case: Case, standin: M
 
 def test_reachable_server_passes(standin: MongoStandIn) -> None:
     check_reachable(standin.uri)
-
-
-def test_closed_port_with_the_default_timeout_gives_up_once_within_the_bound() -> None:
-    port = closed_port()
-    message, elapsed = unreachable_message(f"mongodb://user:s3cret@127.0.0.1:{port}/")
-    # one server selection of the 10 s default, not pymongo's 30 s, and no retries
-    assert 9.0 <= elapsed <= DEFAULT_BOUND_SECONDS, (elapsed, message)
-    assert message == (
-        f"cannot reach MongoDB at mongodb://user:****@127.0.0.1:{port}/: "
-        f"127.0.0.1:{port}: [Errno 111] Connection refused (after 10 s)"
-    )
 
 
 # Through Dagster: a database on a closed port next to one on the working stand-in.
@@ -153,3 +127,18 @@ def test_database_on_an_unreachable_server_fails_once_and_others_still_load(
     # the loader never ran for them: no per-collection attempts, retries or topology dumps
     assert not any("down." in line for line in logs), [line for line in logs if "down." in line]
     assert sum("cannot reach MongoDB" in line for line in logs) == 1
+
+
+def test_closed_port_with_the_default_timeout_gives_up_once_within_the_bound(
+    default_timeout_probe: DefaultTimeoutProbe | None,
+) -> None:
+    # the check started with the folder's first test (conftest.py): its outcome and its own elapsed time
+    assert default_timeout_probe is not None
+    port = default_timeout_probe.port
+    message, elapsed = default_timeout_probe.outcome.result()
+    # one server selection of the 10 s default, not pymongo's 30 s, and no retries
+    assert 9.0 <= elapsed <= DEFAULT_BOUND_SECONDS, (elapsed, message)
+    assert message == (
+        f"cannot reach MongoDB at mongodb://user:****@127.0.0.1:{port}/: "
+        f"127.0.0.1:{port}: [Errno 111] Connection refused (after 10 s)"
+    )
