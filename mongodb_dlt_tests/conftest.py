@@ -100,24 +100,31 @@ class Project:
         )
         return {name for (name,) in rows if not name.startswith("_dlt")}
 
+    @classmethod
+    def create(cls, root: Path) -> Project:
+        """A new project folder at ``root``, with a Dagster home and a dlt working folder of its own."""
+        root.mkdir(parents=True)
+        (root / "dagster_home").mkdir()
+        return cls(
+            root=root,
+            config=root / "databases.yaml",
+            duckdb_path=root / "warehouse.duckdb",
+            pipelines_dir=root / "pipelines",
+        )
+
+    def enter(self, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch) -> Project:
+        """Points the environment (as users set it) at this project and the stand-in, and works in the folder."""
+        monkeypatch.setenv("MONGODB_URI", standin.uri)
+        monkeypatch.setenv("MONGODB_DLT_CONFIG", str(self.config))
+        monkeypatch.setenv("MONGODB_DLT_PIPELINES_DIR", str(self.pipelines_dir))
+        monkeypatch.setenv("DAGSTER_HOME", str(self.root / "dagster_home"))
+        monkeypatch.chdir(self.root)
+        return self
+
 
 @pytest.fixture
 def project(tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch) -> Project:
-    root = tmp_path / "project"
-    root.mkdir()
-    project = Project(
-        root=root,
-        config=root / "databases.yaml",
-        duckdb_path=root / "warehouse.duckdb",
-        pipelines_dir=root / "pipelines",
-    )
-    monkeypatch.setenv("MONGODB_URI", standin.uri)
-    monkeypatch.setenv("MONGODB_DLT_CONFIG", str(project.config))
-    monkeypatch.setenv("MONGODB_DLT_PIPELINES_DIR", str(project.pipelines_dir))
-    monkeypatch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
-    (root / "dagster_home").mkdir()
-    monkeypatch.chdir(root)
-    return project
+    return Project.create(tmp_path / "project").enter(standin, monkeypatch)
 
 
 @pytest.fixture

@@ -1,6 +1,11 @@
 """Exactly once under a kill at any instant: the crash harness (crash_harness.py) SIGKILLs a load at each
 boundary, for every write disposition, sometimes losing the working folder too; the next run must leave the
-warehouse exactly equal to MongoDB: every document once, every child row once and under its parent."""
+warehouse exactly equal to MongoDB: every document once, every child row once and under its parent.
+
+Each scenario has a project (Dagster home, dlt working folder, DuckDB file) and a stand-in of its own. Its first
+load and its killed load run in the harness's forked children, prepared ahead of the test in a thread (``Ahead``):
+while a test reruns one scenario's load here, the harness prepares and kills the next ones on another core.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import dlt
+import mongomock
 import pyarrow as pa
 import pytest
 
@@ -95,24 +102,25 @@ def harness() -> Iterator[subprocess.Popen[str]]:
     process.communicate(timeout=60)
 
 
-def crash(harness: subprocess.Popen[str], project: Project, point: str) -> None:
+def in_harness(harness: subprocess.Popen[str], project: Project, standin: MongoStandIn, point: str | None) -> str:
+    """Loads the project's collection in a child of the harness, killed at ``point`` (None: a plain load); returns
+    how the child ended: ``killed 9`` or ``exited N``."""
     assert harness.stdin is not None and harness.stdout is not None
     scenario = {"point": point, "config": str(project.config), "database": "shop", "collection": "orders",
-                "pipelines_dir": str(project.pipelines_dir), "env": {"MONGODB_URI": os.environ["MONGODB_URI"]}}
+                "pipelines_dir": str(project.pipelines_dir), "env": {"MONGODB_URI": standin.uri}}
     harness.stdin.write(json.dumps(scenario) + "\n")
     harness.stdin.flush()
-    outcome = harness.stdout.readline().strip()
-    assert outcome == f"killed {signal.SIGKILL.value}", f"the load was not killed at {point}: {outcome}"
+    return harness.stdout.readline().strip()
 
 
-def prepare(standin: MongoStandIn, project: Project, disposition: str) -> None:
+def prepare(standin: MongoStandIn, project: Project, disposition: str, first_load: Callable[[], None]) -> None:
     """A first load where the disposition keeps history, then changes that the crashed run was to load."""
     orders = standin.client.shop.orders
     if disposition == "append":
         orders.insert_many([document(i, i % 4) for i in range(40)])
         return
     orders.insert_many([document(i, i % 4) for i in range(40)])
-    load(project)
+    first_load()
     orders.insert_many([document(i, i % 3) for i in range(40, 70)])
     if disposition in ("merge", "replace"):
         for i in range(10):  # arrays grow, empty and disappear
@@ -147,14 +155,81 @@ def incomplete_rows(project: Project) -> int:
     ))
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=str)
-def test_a_kill_at_any_boundary_then_a_rerun_leaves_the_warehouse_exact(
-    scenario: Scenario, project: Project, standin: MongoStandIn, harness: subprocess.Popen[str]
-) -> None:
-    write_config(project, scenario.disposition)
-    prepare(standin, project, scenario.disposition)
+BOUNDARY_TEST = "test_a_kill_at_any_boundary_then_a_rerun_leaves_the_warehouse_exact"
 
-    crash(harness, project, scenario.point)
+
+@dataclass(frozen=True)
+class Crashed:
+    """A scenario after its killed load: its project, its stand-in and how the harness's child ended."""
+
+    project: Project
+    standin: MongoStandIn
+    outcome: str
+
+
+class Ahead:
+    """Prepares and kills the selected scenarios, in the order their tests run, one after the other in a thread:
+    each scenario's project and stand-in are new, its first load (``prepare``) and its killed load run in children
+    of the harness, and only the changes between them run here (the stand-in's data). ``take`` waits for one."""
+
+    def __init__(self, harness: subprocess.Popen[str], scenarios: list[Scenario], root: Path) -> None:
+        self.harness = harness
+        self.projects = {scenario: Project.create(root / str(scenario)) for scenario in scenarios}
+        self.standins: list[MongoStandIn] = []
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="crash-ahead")
+        self.crashed = {scenario: self.pool.submit(self._crash, scenario) for scenario in scenarios}
+
+    def _crash(self, scenario: Scenario) -> Crashed:
+        project = self.projects[scenario]
+        standin = MongoStandIn(mongomock.MongoClient()).start()
+        self.standins.append(standin)
+        write_config(project, scenario.disposition)
+
+        def first_load() -> None:
+            outcome = in_harness(self.harness, project, standin, None)
+            assert outcome == "exited 0", f"the first load failed: {outcome}"
+
+        prepare(standin, project, scenario.disposition, first_load)
+        return Crashed(project, standin, in_harness(self.harness, project, standin, scenario.point))
+
+    def take(self, scenario: Scenario) -> Crashed:
+        return self.crashed[scenario].result()
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+        for standin in self.standins:
+            standin.stop()
+
+
+@pytest.fixture(scope="module")
+def ahead(
+    harness: subprocess.Popen[str], request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Ahead]:
+    selected = [
+        item.callspec.params["scenario"]
+        for item in request.session.items
+        if item.module is request.module and item.originalname == BOUNDARY_TEST
+    ]
+    scenarios = Ahead(harness, selected, tmp_path_factory.mktemp("crashes"))
+    yield scenarios
+    scenarios.close()
+
+
+@pytest.fixture
+def crashed(ahead: Ahead, scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Iterator[Crashed]:
+    """The test's scenario, killed, with the environment and working folder pointing at its project."""
+    taken = ahead.take(scenario)
+    taken.project.enter(taken.standin, monkeypatch)
+    yield taken
+    taken.standin.stop()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=str)
+def test_a_kill_at_any_boundary_then_a_rerun_leaves_the_warehouse_exact(scenario: Scenario, crashed: Crashed) -> None:
+    project, standin = crashed.project, crashed.standin
+    assert crashed.outcome == f"killed {signal.SIGKILL.value}", (
+        f"the load was not killed at {scenario.point}: {crashed.outcome}"
+    )
     if scenario.point == "merge_committed" or (scenario.point == "job_committed" and scenario.disposition != "merge"):
         # the hazard is real: the warehouse holds rows that no completed load owns (merge jobs land in staging)
         assert incomplete_rows(project) > 0
