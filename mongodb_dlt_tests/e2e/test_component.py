@@ -1,5 +1,10 @@
 """The `dg` route, as a Dagster user takes it: a throwaway dg project, `dg scaffold defs`, a YAML edit,
-`dg check defs`, `dg list defs`, `dg launch --assets`, all as subprocesses, into a DuckDB table."""
+`dg check defs`, `dg list defs`, `dg launch --assets`, all as subprocesses, into a DuckDB table.
+
+Each test has a dg project (folder, Dagster home, DuckDB files) of its own; they read the same documents from one
+stand-in. The second test's commands start with the module, in a thread, and run while the first test runs its
+own (``two_components_run``): the test then checks what they produced, as it would have step by step.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import mongomock
 import pytest
 
 from mongodb_dlt.config import load_config
@@ -61,11 +70,18 @@ class DgProject:
         return path
 
 
+@pytest.fixture(scope="module")
+def shop() -> Iterator[MongoStandIn]:
+    """The module's stand-in: every project reads these documents, and none writes to MongoDB."""
+    with MongoStandIn(mongomock.MongoClient()) as standin:
+        standin.client.shop.orders.insert_many([{"_id": i, "lines": [{"sku": f"s{i}"}]} for i in range(12)])
+        standin.client.crm.contacts.insert_many([{"_id": i} for i in range(3)])
+        yield standin
+
+
 @pytest.fixture
-def dg_project(tmp_path: Path, standin: MongoStandIn) -> DgProject:
-    standin.client.shop.orders.insert_many([{"_id": i, "lines": [{"sku": f"s{i}"}]} for i in range(12)])
-    standin.client.crm.contacts.insert_many([{"_id": i} for i in range(3)])
-    return DgProject(tmp_path / "myproj", standin.uri)
+def dg_project(tmp_path: Path, shop: MongoStandIn) -> DgProject:
+    return DgProject(tmp_path / "myproj", shop.uri)
 
 
 def test_scaffold_check_list_and_launch_into_duckdb(dg_project: DgProject) -> None:
@@ -97,7 +113,22 @@ def test_scaffold_check_list_and_launch_into_duckdb(dg_project: DgProject) -> No
         assert connection.execute("select count(*) from mongo_shop.orders__lines").fetchone() == (12,)
 
 
-def test_two_components_and_the_users_own_assets_share_one_code_location(dg_project: DgProject) -> None:
+TWO_COMPONENTS_TEST = "test_two_components_and_the_users_own_assets_share_one_code_location"
+
+
+@dataclass(frozen=True)
+class TwoComponents:
+    """What the user's steps of test_two_components_... produced."""
+
+    project: DgProject
+    config: Path
+    listed: subprocess.CompletedProcess[str]
+    failed: subprocess.CompletedProcess[str]
+
+
+def two_components(dg_project: DgProject) -> TwoComponents:
+    """Two components (one inline, one pointing at a databases.yaml) and an asset of the user's own: `dg list defs`,
+    `dg launch` of both collections, then a typo in the referenced file and `dg check defs`."""
     dg_project.write(
         "cluster_a/defs.yaml",
         f"""
@@ -128,16 +159,42 @@ def test_two_components_and_the_users_own_assets_share_one_code_location(dg_proj
             pass
         """,
     )
-    listed = json.loads(dg_project.dg("list", "defs", "--json").stdout)
+    listed = dg_project.dg("list", "defs", "--json")
+    dg_project.dg("launch", "--assets", "raw_shop/orders,raw_crm/contacts")
+    # an error in the referenced file
+    config.write_text(config.read_text().replace("crm: [contacts]", "crm: {collections: [contacts], shedule: x}"))
+    failed = dg_project.dg("check", "defs", ok=False)
+    return TwoComponents(dg_project, config, listed, failed)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def two_components_run(
+    request: pytest.FixtureRequest, shop: MongoStandIn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Future[TwoComponents] | None]:
+    """``two_components`` in a project of its own, started in a thread with the module's first test: its dg
+    processes run on the other core meanwhile. Not started when its test is not selected."""
+    if not any(item.name == TWO_COMPONENTS_TEST for item in request.session.items):
+        yield None
+        return
+    dg_project = DgProject(tmp_path_factory.mktemp("two_components") / "myproj", shop.uri)
+    with ThreadPoolExecutor(1, thread_name_prefix="two-components") as pool:
+        yield pool.submit(two_components, dg_project)
+
+
+def test_two_components_and_the_users_own_assets_share_one_code_location(
+    two_components_run: Future[TwoComponents] | None,
+) -> None:
+    assert two_components_run is not None
+    run = two_components_run.result()
+    listed = json.loads(run.listed.stdout)
     assert {asset["asset_key"] for asset in listed["assets"]} == {"raw_shop/orders", "raw_crm/contacts", "order_report"}
     assert {r["name"] for r in listed.get("resources", [])} >= {"mongodb_dlt_cluster_a", "mongodb_dlt_cluster_b"}
 
-    dg_project.dg("launch", "--assets", "raw_shop/orders,raw_crm/contacts")
+    # both launched collections landed, each in its component's DuckDB file
     for name, table, rows in (("a", "mongo_shop.orders", 12), ("b", "mongo_crm.contacts", 3)):
-        with duckdb.connect(str(dg_project.root / "data" / f"{name}.duckdb"), read_only=True) as connection:
+        with duckdb.connect(str(run.project.root / "data" / f"{name}.duckdb"), read_only=True) as connection:
             assert connection.execute(f"select count(*) from {table}").fetchone() == (rows,)
 
     # an error in the referenced file names that file, its line and key
-    config.write_text(config.read_text().replace("crm: [contacts]", "crm: {collections: [contacts], shedule: x}"))
-    failed = dg_project.dg("check", "defs", ok=False)
-    assert f"{config}, line 4, key databases.crm.shedule: unknown key 'shedule'" in failed.stdout + failed.stderr
+    message = f"{run.config}, line 4, key databases.crm.shedule: unknown key 'shedule'"
+    assert message in run.failed.stdout + run.failed.stderr
