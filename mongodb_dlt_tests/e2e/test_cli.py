@@ -1,4 +1,9 @@
-"""The console script: validate, discover, demo."""
+"""The console script: validate, discover, demo.
+
+The two demos (a load, and a load then `dagster dev`) are started with the module's first test (``demos``), each in
+an empty folder of its own, and run while the other tests run; their tests then check them as they did when they
+started them themselves.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +29,55 @@ from mongodb_dlt.cli import main
 from mongodb_dlt.testing import MongoStandIn, populate_sample_data
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "databases.yaml"
+DEMO_TEST = "test_demo_loads_the_sample_databases_into_duckdb_in_an_empty_folder"
+SERVE_TEST = "test_demo_serve_loads_then_serves_on_its_port_and_sigterm_stops_the_whole_tree"
+READS_PROC = Path("/proc/self/stat").exists()
+
+
+@dataclass
+class Demo:
+    """A demo started ahead of its test: the process, its working folder (empty when it started) and its logs."""
+
+    process: subprocess.Popen[bytes]
+    folder: Path
+    out: Path
+    err: Path
+    port: int = 0
+
+    @classmethod
+    def start(cls, folder: Path, logs: Path, *args: str, port: int = 0) -> Demo:
+        out, err = logs / "out.log", logs / "err.log"
+        with out.open("w") as out_file, err.open("w") as err_file:
+            process = subprocess.Popen(args, cwd=folder, stdout=out_file, stderr=err_file)
+        return cls(process, folder, out, err, port)
+
+    def result(self, timeout: float) -> subprocess.CompletedProcess[str]:
+        self.process.wait(timeout=timeout)
+        return subprocess.CompletedProcess(self.process.args, self.process.returncode, self.out.read_text(),
+                                           self.err.read_text())
+
+
+@pytest.fixture(scope="module")
+def demos(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Demo]]:
+    """The selected demos, started at once: ``demo --scale 0.2`` (its logs beside its folder, which stays as the
+    demo leaves it), and ``demo --serve`` on a free port (its logs in its folder, as users run it)."""
+    selected = {item.name for item in request.session.items if item.module is request.module}
+    started: dict[str, Demo] = {}
+    if DEMO_TEST in selected:
+        folder = tmp_path_factory.mktemp("demo")
+        (folder / "work").mkdir()
+        started["demo"] = Demo.start(
+            folder / "work", folder, sys.executable, "-m", "mongodb_dlt.cli", "demo", "--scale", "0.2"
+        )
+    if SERVE_TEST in selected and READS_PROC:
+        folder, port = tmp_path_factory.mktemp("serve"), _free_port()
+        console_script = Path(sys.executable).with_name("mongodb-dlt")
+        started["serve"] = Demo.start(
+            folder, folder, str(console_script), "demo", "--serve", "--port", str(port), "--scale", "0.05", port=port
+        )
+    yield started
+    for demo in started.values():  # a test that failed early may have left its demo running
+        _stop_tree(demo.process)
 
 
 def test_validate_prints_what_the_shipped_yaml_creates(capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,11 +140,10 @@ def test_discover_reports_an_unreachable_server_without_the_password(capsys: pyt
     assert "cannot list mongodb://u:****@127.0.0.1:9/" in err and "TopSecret" not in err
 
 
-def test_demo_loads_the_sample_databases_into_duckdb_in_an_empty_folder(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "mongodb_dlt.cli", "demo", "--scale", "0.2"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
+def test_demo_loads_the_sample_databases_into_duckdb_in_an_empty_folder(demos: dict[str, Demo]) -> None:
+    demo = demos["demo"]  # `mongodb-dlt demo --scale 0.2`, started in an empty folder with the module
+    tmp_path = demo.folder
+    done = demo.result(timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assets = [line.split()[0] for line in lines if line.startswith("raw_")]
@@ -228,15 +283,27 @@ def _graphql(port: int, query: str) -> dict:
         return json.load(response)["data"]
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
-def test_demo_serve_loads_then_serves_on_its_port_and_sigterm_stops_the_whole_tree(tmp_path: Path) -> None:
-    port = _free_port()
-    console_script = Path(sys.executable).with_name("mongodb-dlt")
-    with (tmp_path / "out.log").open("w") as out, (tmp_path / "err.log").open("w") as err:
-        cli = subprocess.Popen(
-            [str(console_script), "demo", "--serve", "--port", str(port), "--scale", "0.05"],
-            cwd=tmp_path, stdout=out, stderr=err,
-        )
+def _stop_tree(cli: subprocess.Popen[bytes]) -> None:
+    """Ends ``cli`` and every process below it: SIGTERM first (the demo stops its tree), then SIGKILL."""
+    if cli.poll() is None:
+        tree = _live_descendants(cli.pid)
+        cli.send_signal(signal.SIGTERM)
+        try:
+            cli.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            cli.kill()
+            cli.wait(timeout=10)
+        for pid in tree:
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not READS_PROC, reason="reads the process tree from /proc")
+def test_demo_serve_loads_then_serves_on_its_port_and_sigterm_stops_the_whole_tree(demos: dict[str, Demo]) -> None:
+    # `mongodb-dlt demo --serve --port <free port> --scale 0.05`, started in an empty folder with the module
+    demo = demos["serve"]
+    cli, port, tmp_path = demo.process, demo.port, demo.folder
     tree: set[int] = set()
     try:
         deadline = time.monotonic() + 90
