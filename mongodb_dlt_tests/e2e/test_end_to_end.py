@@ -3,16 +3,22 @@ MongoDB stand-in -> dlt -> DuckDB. Each test asserts what a user would check in 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import dagster as dg
+import mongomock
 import pytest
 from bson import Decimal128, ObjectId
+from dagster._core.workspace.context import WorkspaceRequestContext
 
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt_tests.conftest import Project
@@ -58,6 +64,8 @@ KEY = {
     "contacts": dg.AssetKey(["raw_crm", "contacts"]),
 }
 SHOP = [KEY["orders"], KEY["customers"], KEY["events"]]
+# Launched runs start at once in a subprocess, as with `dagster dev` (no queue daemon in tests).
+RUNS_START_AT_ONCE = {"run_coordinator": {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}}
 
 
 def insert_events(standin: MongoStandIn, first: int, count: int) -> None:
@@ -67,8 +75,24 @@ def insert_events(standin: MongoStandIn, first: int, count: int) -> None:
     )
 
 
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterInstance]:
+    """One Dagster instance for the module. Runs reach it through the instance reference Dagster hands to every
+    process it starts (steps, code server, run workers); each test reads its own runs, by run id or as the latest
+    materialization right after its own run."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    with dg.instance_for_test(
+        temp_dir=str(home), overrides=RUNS_START_AT_ONCE, set_dagster_home=False
+    ) as dagster_instance:
+        yield dagster_instance
+
+
 @pytest.fixture
 def seeded(project: Project, standin: MongoStandIn) -> Project:
+    return seed(project, standin)
+
+
+def seed(project: Project, standin: MongoStandIn) -> Project:
     shop = standin.client.shop
     shop.orders.insert_many(
         [
@@ -200,21 +224,75 @@ def test_local_state_lost_is_restored_from_the_destination(
     assert materialization_metadata(instance, KEY["events"])["rows_loaded"] == 10
 
 
-def test_failed_collection_leaves_siblings_loaded_and_reexecution_repeats_only_it(
-    seeded: Project, standin: MongoStandIn, instance: dg.DagsterInstance
-) -> None:
-    standin.fail_collection("shop", "customers", code=13, message="not authorized on shop to execute command")
-    with graphql(instance, seeded.root) as context:
-        parent = wait_for_run(instance, launch(context, [*SHOP, KEY["contacts"]]))
-        assert parent.status == dg.DagsterRunStatus.FAILURE
-        assert materialized_keys(instance, parent.run_id) == {KEY["orders"], KEY["events"], KEY["contacts"]}
-        [message] = step_failure_messages(instance, parent.run_id)
-        assert "1 of 3 collection(s) of shop failed" in message
-        assert "customers" in message and "not authorized" in message
+FAILED_COLLECTION_TEST = "test_failed_collection_leaves_siblings_loaded_and_reexecution_repeats_only_it"
 
-        standin.clear_faults()
-        standin.clear_commands()
-        child = wait_for_run(instance, reexecute_from_asset_failure(context, parent.run_id))
+
+@dataclass(frozen=True)
+class Reexecution:
+    """The runs of test_failed_collection_..., in its own project, stand-in and Dagster instance."""
+
+    project: Project
+    standin: MongoStandIn
+    instance: dg.DagsterInstance
+    parent: dg.DagsterRun
+    child: dg.DagsterRun | None
+    """None when the parent run did not fail: nothing to re-execute."""
+
+
+def fail_then_reexecute(
+    project: Project, standin: MongoStandIn, instance: dg.DagsterInstance, context: WorkspaceRequestContext
+) -> Reexecution:
+    """As in the UI: a launch of shop and crm with shop.customers refusing reads, then, with the fault gone, a
+    re-execution from asset failure."""
+    standin.fail_collection("shop", "customers", code=13, message="not authorized on shop to execute command")
+    parent = wait_for_run(instance, launch(context, [*SHOP, KEY["contacts"]]))
+    if parent.status != dg.DagsterRunStatus.FAILURE:
+        return Reexecution(project, standin, instance, parent, None)
+    standin.clear_faults()
+    standin.clear_commands()
+    child = wait_for_run(instance, reexecute_from_asset_failure(context, parent.run_id))
+    return Reexecution(project, standin, instance, parent, child)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reexecution(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Future[Reexecution] | None]:
+    """``fail_then_reexecute`` in a thread from the module's first test on, in a project, stand-in and Dagster
+    instance of its own: its code server, run workers and steps run while the other tests run theirs. The code
+    server starts here, with the environment and working folder pointing at that project (as the test's own
+    fixtures set them); it keeps them, and the processes it launches inherit them, whatever the other tests set
+    meanwhile. Not started when its test is not selected."""
+    if not any(item.name == FAILED_COLLECTION_TEST for item in request.session.items):
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        standin = stack.enter_context(MongoStandIn(mongomock.MongoClient()))
+        project = seed(Project.create(tmp_path_factory.mktemp("reexecution") / "project"), standin)
+        home = str(project.root / "dagster_home")
+        instance = stack.enter_context(
+            dg.instance_for_test(temp_dir=home, overrides=RUNS_START_AT_ONCE, set_dagster_home=False)
+        )
+        with pytest.MonkeyPatch.context() as environment:
+            project.enter(standin, environment)
+            context = stack.enter_context(graphql(instance, project.root))
+        pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="reexecution"))
+        yield pool.submit(fail_then_reexecute, project, standin, instance, context)
+
+
+def test_failed_collection_leaves_siblings_loaded_and_reexecution_repeats_only_it(
+    reexecution: Future[Reexecution] | None,
+) -> None:
+    assert reexecution is not None
+    runs = reexecution.result()  # launched and re-executed through the code server since the module started
+    seeded, standin, instance, parent, child = runs.project, runs.standin, runs.instance, runs.parent, runs.child
+    assert parent.status == dg.DagsterRunStatus.FAILURE
+    assert materialized_keys(instance, parent.run_id) == {KEY["orders"], KEY["events"], KEY["contacts"]}
+    [message] = step_failure_messages(instance, parent.run_id)
+    assert "1 of 3 collection(s) of shop failed" in message
+    assert "customers" in message and "not authorized" in message
+
+    assert child is not None
     assert child.status == dg.DagsterRunStatus.SUCCESS, step_failure_messages(instance, child.run_id)
     assert child.asset_selection == {KEY["customers"]}
     assert materialized_keys(instance, child.run_id) == {KEY["customers"]}
@@ -223,6 +301,7 @@ def test_failed_collection_leaves_siblings_loaded_and_reexecution_repeats_only_i
     assert check_evaluations(instance, child.run_id) == {
         ("customers", "rows_match_source"): True, ("customers", "no_type_drift"): True
     }
+    # since the fault was cleared, only the failed collection was read
     assert finds_on(standin, "shop", "customers") and not finds_on(standin, "shop", "orders")
     assert count(seeded, "mongo_shop.customers") == CUSTOMERS
     assert count(seeded, "mongo_shop.orders") == ORDERS
