@@ -58,14 +58,18 @@ _DATE_MS = pa.timestamp("ms", tz="UTC")
 
 @dataclass(frozen=True)
 class ConversionSettings:
-    """What the walk needs to know of a collection; pickled to the worker processes."""
+    """What the walk needs to know of a collection; pickled to the worker processes. Built from the collection's
+    options (``source.conversion_settings``), whose fields hold the defaults."""
 
-    max_table_nesting: int | None = 2
+    max_table_nesting: int | None
+    """Nesting levels that become child tables; None: no limit."""
+    max_object_keys: int
+    key_paths: tuple[FieldPath, ...]
+    """The primary key's fields, as key tuples."""
     json_paths: frozenset[FieldPath] = frozenset()
-    """Dotted paths stored as JSON, as key tuples; through arrays too (``items.attributes``)."""
-    max_object_keys: int = 64
-    key_paths: tuple[FieldPath, ...] = (("_id",),)
+    """Dotted paths stored as JSON, as key tuples; through arrays too (``items.attributes``). Empty: none."""
     cursor_path: FieldPath | None = None
+    """The incremental cursor's field; None: not incremental."""
 
 
 @dataclass

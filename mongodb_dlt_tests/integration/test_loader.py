@@ -17,10 +17,10 @@ import pymongo.errors
 import pytest
 from bson import Decimal128, ObjectId
 
-from mongodb_dlt.config import CollectionConfig, DestinationConfig, load_config
+from mongodb_dlt.config import CollectionConfig, CollectionOptions, DestinationConfig, load_config
 from mongodb_dlt.errors import describe_error, is_transient
-from mongodb_dlt.extract.bson_arrow import ConversionSettings, locate_conversion_error
-from mongodb_dlt.extract.source import mongodb_collection
+from mongodb_dlt.extract.bson_arrow import locate_conversion_error
+from mongodb_dlt.extract.source import conversion_settings, mongodb_collection
 from mongodb_dlt.load.destination import LoadDestination
 from mongodb_dlt.load.loader import MongoDltLoader, _ProgressLogger
 from mongodb_dlt.load.warehouse import count_rows
@@ -284,8 +284,9 @@ def test_a_document_that_cannot_be_converted_is_named_by_id_and_field() -> None:
     good = bson.encode({"_id": 1, "name": "ok"})
     bad = bson.encode({"_id": ObjectId("65f1a2b3c4d5e6f708192a3b"), "name": "ok", "note": "x"})
     bad = bad.replace(b"x\x00", b"\xff\x00")  # the string "x" becomes invalid UTF-8
-    error = locate_conversion_error(good + bad, ConversionSettings(), (None, frozenset()), "shop.orders",
-                                           ValueError("batch failed"))
+    settings = conversion_settings(CollectionOptions())
+    error = locate_conversion_error(good + bad, settings, (None, frozenset()), "shop.orders",
+                                    ValueError("batch failed"))
     assert str(error).startswith('shop.orders: document _id={"$oid": "65f1a2b3c4d5e6f708192a3b"}, field \'note\': ')
     assert "utf-8" in str(error).lower()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -22,14 +23,16 @@ from bson.int64 import Int64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mongodb_dlt.config import CollectionOptions
 from mongodb_dlt.extract import bson_arrow
 from mongodb_dlt.extract.bson_arrow import CODEC_OPTIONS, ConversionSettings, ConvertedBatch, convert_documents
+from mongodb_dlt.extract.source import conversion_settings
 from mongodb_dlt_tests.strategies import AWKWARD_KEYS, collections, deep_bodies, id_kinds, with_ids
 
 # without the extension every test here skips, and test_source.py::test_the_c_walk_is_built fails
 pytestmark = pytest.mark.skipif(bson_arrow._fastwalk is None, reason="built without the C walk")
 
-SETTINGS = ConversionSettings()
+SETTINGS = conversion_settings(CollectionOptions())
 
 
 def python_walk(raw: bytes, conversion: ConversionSettings = SETTINGS) -> ConvertedBatch:
@@ -164,9 +167,9 @@ def test_the_c_walk_converts_common_documents_exactly_as_the_python_walk(documen
 )
 def test_edge_values_of_the_common_case(value: Any) -> None:
     raw = batch([{"_id": 1, "v": value, "w": [value, None]}])
-    fast = c_walk(raw, ConversionSettings(max_table_nesting=None))
+    fast = c_walk(raw, replace(SETTINGS, max_table_nesting=None))
     assert fast is not None
-    assert_same(fast, python_walk(raw, ConversionSettings(max_table_nesting=None)))
+    assert_same(fast, python_walk(raw, replace(SETTINGS, max_table_nesting=None)))
 
 
 # -- outside the common case: the Python walk answers ------------------------------------------------------------
@@ -188,7 +191,7 @@ def test_edge_values_of_the_common_case(value: Any) -> None:
         ([{"_id": 1, "m": {"2024-03-01": 1}}], SETTINGS),  # a data-keyed map lands as JSON
         ([{"_id": 1, "m": {"a": {"b": {"c": 1}}}}], SETTINGS),  # deeper than max_table_nesting 2
         ([{"_id": 1, "a": [[[1]]]}], SETTINGS),
-        ([{"_id": 1, "a": 1}], ConversionSettings(json_paths=frozenset({("a",)}))),  # not for the C walk at all
+        ([{"_id": 1, "a": 1}], replace(SETTINGS, json_paths=frozenset({("a",)}))),  # not for the C walk at all
     ],
 )
 def test_the_c_walk_leaves_everything_else_to_the_python_walk(
@@ -235,7 +238,7 @@ def test_any_documents_convert_alike_whichever_walk_takes_them(documents: list[d
     nesting=st.sampled_from([0, 1, 2, None]),
 )
 def test_any_depth_converts_alike_whichever_walk_takes_it(documents: list[dict[str, Any]], nesting: int | None) -> None:
-    conversion = ConversionSettings(max_table_nesting=nesting)
+    conversion = replace(SETTINGS, max_table_nesting=nesting)
     for raw in (batch(documents), *(batch([document]) for document in documents)):
         fast = c_walk(raw, conversion)
         if fast is not None:
@@ -298,7 +301,7 @@ def test_incremental_batches_convert_alike_with_their_last_cursor_and_boundary(
     documents."""
     documents = [{"_id": number, "seq": seq, **body} for number, (seq, body) in enumerate(bodies)]
     documents.sort(key=lambda document: (str(type(document["seq"])), document["seq"]))
-    conversion = ConversionSettings(cursor_path=("seq",))
+    conversion = replace(SETTINGS, cursor_path=("seq",))
     boundary: tuple[str | None, frozenset[str]] = (None, frozenset())
     if documents and boundary_at_first:
         keys = data.draw(st.sets(st.sampled_from([bson_arrow.identity(d["_id"]) for d in documents])))
