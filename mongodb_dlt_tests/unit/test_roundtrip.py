@@ -71,6 +71,15 @@ MIN_DATE_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 MAX_DATE_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _nothing_to_restore() -> Iterator[None]:
+    """Each warehouse here is new, or was loaded by the same working folder: skip dlt's look for a state to restore
+    from it before each run."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIPELINES__ROUNDTRIP__RESTORE_FROM_DESTINATION", "false")
+        yield
+
+
 # --- the documented representation -------------------------------------------------------------------------
 
 
