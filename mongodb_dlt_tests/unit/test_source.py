@@ -1,11 +1,12 @@
 """Our dlt MongoDB source against mongomock: the queries the server sees and what DuckDB holds afterwards."""
 
+import contextlib
 import copy
 import math
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -41,12 +42,15 @@ def Cursor(cursor_field: str, initial_value: Any = None) -> IncrementalConfig:
 
 @dataclass
 class Warehouse:
-    """A DuckDB file and a dlt working folder, both under tmp_path."""
+    """A DuckDB file and a dlt working folder, both under tmp_path. Queries share one read-only connection, opened
+    by the first query after a load and closed before the next pipeline opens the file (``close`` at the end)."""
 
     path: Path
     pipelines_dir: Path
+    reader: duckdb.DuckDBPyConnection | None = field(default=None, init=False, repr=False)
 
     def pipeline(self, name: str = "test_source") -> dlt.Pipeline:
+        self.close()  # dlt opens the file read-write: DuckDB refuses that while this process reads it read-only
         return dlt.pipeline(
             pipeline_name=name,
             pipelines_dir=str(self.pipelines_dir),
@@ -55,8 +59,14 @@ class Warehouse:
         )
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        with duckdb.connect(str(self.path), read_only=True) as connection:
-            return connection.execute(sql).fetchall()
+        if self.reader is None:
+            self.reader = duckdb.connect(str(self.path), read_only=True)
+        return self.reader.execute(sql).fetchall()
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
     def tables(self) -> set[str]:
         rows = self.query(f"select table_name from information_schema.tables where table_schema = '{DATASET}'")
@@ -119,8 +129,10 @@ def shared_warehouse(tmp_path_factory: pytest.TempPathFactory, name: str) -> War
 
 
 @pytest.fixture
-def warehouse(tmp_path: Path) -> Warehouse:
-    return Warehouse(path=tmp_path / "warehouse.duckdb", pipelines_dir=tmp_path / "pipelines")
+def warehouse(tmp_path: Path) -> Iterator[Warehouse]:
+    made = Warehouse(path=tmp_path / "warehouse.duckdb", pipelines_dir=tmp_path / "pipelines")
+    with contextlib.closing(made):
+        yield made
 
 
 @pytest.fixture
@@ -340,7 +352,7 @@ WRITE_DISPOSITIONS = ["append", "replace", "merge"]
 
 
 @pytest.fixture(scope="module")
-def floats(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+def floats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
     """The same doubles in one collection per write disposition (``floats_<disposition>``), loaded together."""
     mongo = mongomock.MongoClient(tz_aware=True)
     values = [float("nan"), float("inf"), float("-inf"), -0.0, 1.5]
@@ -348,7 +360,8 @@ def floats(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
         mongo.db[f"floats_{write_disposition}"].insert_many([{"_id": n, "x": value} for n, value in enumerate(values)])
     warehouse = shared_warehouse(tmp_path_factory, "floats")
     load_together(warehouse, mongo, {f"floats_{wd}": {"write_disposition": wd} for wd in WRITE_DISPOSITIONS})
-    return warehouse
+    yield warehouse
+    warehouse.close()
 
 
 @pytest.mark.parametrize("write_disposition", WRITE_DISPOSITIONS)
@@ -388,7 +401,7 @@ def drift_collection(case: int, across_runs: bool) -> str:
 
 
 @pytest.fixture(scope="module")
-def drifted(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+def drifted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
     """Each case of DRIFT_CASES twice, in collections of its own (``drift_collection``): the first value, then the
     later one; read in one run, or the first value loaded by a run of its own before. Every case shares the same
     two runs: the first loads the first values of the "two runs" collections, the second reads every collection
@@ -405,7 +418,8 @@ def drifted(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
             mongo.db[drift_collection(case, across_runs)].insert_one({"_id": 2, "zip": later})
     every = [drift_collection(case, across_runs) for case in cases for across_runs in (False, True)]
     load_together(warehouse, mongo, {collection: {"batch_size": 1} for collection in every})
-    return warehouse
+    yield warehouse
+    warehouse.close()
 
 
 @pytest.mark.parametrize(
@@ -470,7 +484,9 @@ ID_PAIRS: list[tuple[Any, Any]] = [
 
 
 @pytest.fixture(scope="module")
-def typed_ids(tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, dict[str, ExtractStats]]:
+def typed_ids(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Warehouse, dict[str, ExtractStats]]]:
     """Each pair of ID_PAIRS in a collection of its own (``things_<n>``), all loaded together, one document of
     each pair changed, and all loaded again (merge); with what the first run read."""
     mongo = mongomock.MongoClient(tz_aware=True)
@@ -482,7 +498,8 @@ def typed_ids(tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, dict
     for name, (_, other) in zip(names, ID_PAIRS, strict=True):
         mongo.db[name].update_one({"_id": other}, {"$set": {"v": 3}})
     load_together(warehouse, mongo, {name: {} for name in names})  # merge: each document replaces only its own row
-    return warehouse, first
+    yield warehouse, first
+    warehouse.close()
 
 
 @pytest.mark.parametrize("pair", range(len(ID_PAIRS)), ids=[f"{one!r} and {other!r}" for one, other in ID_PAIRS])
@@ -703,18 +720,18 @@ def test_worker_processes_convert_the_same_as_this_process(mongo: mongomock.Mong
     while not workers._workers_ready():  # started on first use; batches go to them once they answer
         time.sleep(0.05)
     for processes in (0, 2):
-        warehouse = Warehouse(tmp_path / f"w{processes}.duckdb", tmp_path / f"p{processes}")
-        stats = load(warehouse, mongo, "orders", batch_size=7, conversion_processes=processes)
-        in_workers = 8 - workers.BATCHES_BEFORE_WORKERS
-        assert stats.batches == 8 and stats.batches_in_workers == (0 if processes == 0 else in_workers)
-        landed[processes] = (
-            warehouse.columns("orders"),
-            warehouse.query(f"select * exclude (_dlt_id, _dlt_load_id) from {DATASET}.orders order by _id"),
-            warehouse.query(
-                f"select * exclude (_dlt_id, _dlt_parent_id, _dlt_root_id, _dlt_load_id) from {DATASET}.orders__items"
-                " order by _mongo_root_key, _dlt_list_idx"
-            ),
-        )
+        with contextlib.closing(Warehouse(tmp_path / f"w{processes}.duckdb", tmp_path / f"p{processes}")) as warehouse:
+            stats = load(warehouse, mongo, "orders", batch_size=7, conversion_processes=processes)
+            in_workers = 8 - workers.BATCHES_BEFORE_WORKERS
+            assert stats.batches == 8 and stats.batches_in_workers == (0 if processes == 0 else in_workers)
+            landed[processes] = (
+                warehouse.columns("orders"),
+                warehouse.query(f"select * exclude (_dlt_id, _dlt_load_id) from {DATASET}.orders order by _id"),
+                warehouse.query(
+                    f"select * exclude (_dlt_id, _dlt_parent_id, _dlt_root_id, _dlt_load_id) from {DATASET}"
+                    ".orders__items order by _mongo_root_key, _dlt_list_idx"
+                ),
+            )
     assert landed[0][0] == {"_id": "BIGINT", "n": "VARCHAR", "n__v_int64": "BIGINT"}
     assert landed[0] == landed[2]
 
@@ -732,7 +749,7 @@ def test_merge_loads_the_same_documents_once(mongo: mongomock.MongoClient, wareh
 
 
 @pytest.fixture(scope="module")
-def unmerged(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+def unmerged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
     """The same carts in ``carts_append`` and ``carts_replace``, each loaded twice with its write disposition (the
     two collections share both runs)."""
     mongo = mongomock.MongoClient(tz_aware=True)
@@ -744,7 +761,8 @@ def unmerged(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
     warehouse = shared_warehouse(tmp_path_factory, "unmerged")
     for _ in range(2):
         load_together(warehouse, mongo, {f"carts_{wd}": {"write_disposition": wd} for wd in dispositions})
-    return warehouse
+    yield warehouse
+    warehouse.close()
 
 
 @pytest.mark.parametrize("write_disposition", ["append", "replace"])
