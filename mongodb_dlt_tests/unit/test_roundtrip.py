@@ -301,44 +301,43 @@ def _cell(value: Any, tag: str) -> Any:
     return Json(json.loads(value)) if tag == "json" else value
 
 
-def rebuild(database: Path) -> dict[str, Document]:
+def rebuild(connection: duckdb.DuckDBPyConnection) -> dict[str, Document]:
     """The documents by ``_mongo_key``, from what DuckDB holds: the newest stored schema, the tables, the links."""
-    with duckdb.connect(str(database), read_only=True) as connection:
-        connection.execute("SET TimeZone = 'UTC'")
-        newest = connection.execute(f"select schema from {DATASET}._dlt_version order by version desc limit 1")
-        schema = json.loads(newest.fetchone()[0])  # type: ignore[index]
-        existing = {
-            name
-            for (name,) in connection.execute(
-                "select table_name from information_schema.tables where table_schema = ?", [DATASET]
-            ).fetchall()
-        }
-        tables: dict[tuple[tuple[str, ...], ...], tuple[str, list[Row]]] = {}
-        links: dict[str, list[tuple[Any, ...]]] = {}
-        for name, table in schema["tables"].items():
-            if TABLE_HINT not in table or name not in existing:
-                continue
-            table_path = tuple(tuple(part) for part in json.loads(table[TABLE_HINT]))
-            cursor = connection.execute(f'select * from {DATASET}."{name}"')
-            names = [column[0] for column in cursor.description]
-            hints = table["columns"]
-            data = [
-                (position, tuple(json.loads(hints[column][PATH_HINT])), hints[column][TYPE_HINT])
-                for position, column in enumerate(names)
-                if PATH_HINT in hints.get(column, {})
+    connection.execute("SET TimeZone = 'UTC'")
+    newest = connection.execute(f"select schema from {DATASET}._dlt_version order by version desc limit 1")
+    schema = json.loads(newest.fetchone()[0])  # type: ignore[index]
+    existing = {
+        name
+        for (name,) in connection.execute(
+            "select table_name from information_schema.tables where table_schema = ?", [DATASET]
+        ).fetchall()
+    }
+    tables: dict[tuple[tuple[str, ...], ...], tuple[str, list[Row]]] = {}
+    links: dict[str, list[tuple[Any, ...]]] = {}
+    for name, table in schema["tables"].items():
+        if TABLE_HINT not in table or name not in existing:
+            continue
+        table_path = tuple(tuple(part) for part in json.loads(table[TABLE_HINT]))
+        cursor = connection.execute(f'select * from {DATASET}."{name}"')
+        names = [column[0] for column in cursor.description]
+        hints = table["columns"]
+        data = [
+            (position, tuple(json.loads(hints[column][PATH_HINT])), hints[column][TYPE_HINT])
+            for position, column in enumerate(names)
+            if PATH_HINT in hints.get(column, {})
+        ]
+        rows = []
+        table_links = links[name] = []
+        for record in cursor.fetchall():
+            cells = dict(zip(names, record, strict=True))
+            row = Row(cells["_dlt_id"], cells["_mongo_root_key"] if table_path else cells["_mongo_key"])
+            row.values = [
+                (path, _cell(record[position], tag)) for position, path, tag in data if record[position] is not None
             ]
-            rows = []
-            table_links = links[name] = []
-            for record in cursor.fetchall():
-                cells = dict(zip(names, record, strict=True))
-                row = Row(cells["_dlt_id"], cells["_mongo_root_key"] if table_path else cells["_mongo_key"])
-                row.values = [
-                    (path, _cell(record[position], tag)) for position, path, tag in data if record[position] is not None
-                ]
-                rows.append(row)
-                if table_path:
-                    table_links.append((cells["_dlt_parent_id"], cells["_dlt_root_id"], cells["_dlt_list_idx"]))
-            tables[table_path] = (name, rows)
+            rows.append(row)
+            if table_path:
+                table_links.append((cells["_dlt_parent_id"], cells["_dlt_root_id"], cells["_dlt_list_idx"]))
+        tables[table_path] = (name, rows)
     assert () in tables, "no root table"
     root_name, roots = tables[()]
     by_row_id: dict[tuple[tuple[str, ...], ...], dict[str, Row]] = {(): {row.row_id: row for row in roots}}
@@ -380,10 +379,23 @@ class Warehouse:
     """Paths landed as JSON so far: the loader keeps storing them as JSON."""
     expected: dict[str, Any] = field(default_factory=dict)
     """``_mongo_key`` -> the canonical form of the document the warehouse should hold."""
+    reader: duckdb.DuckDBPyConnection | None = field(default=None, init=False, repr=False)
 
     @property
     def database(self) -> Path:
         return self.folder / "warehouse.duckdb"
+
+    def read(self) -> duckdb.DuckDBPyConnection:
+        """A read-only connection to the warehouse, shared by the reads after a load (``load`` closes it first:
+        DuckDB refuses dlt's read-write connection while this process reads the file)."""
+        if self.reader is None:
+            self.reader = duckdb.connect(str(self.database), read_only=True)
+        return self.reader
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
     def store(self, documents: list[Document]) -> None:
         collection = self.client.db[COLLECTION]
@@ -393,6 +405,7 @@ class Warehouse:
         self.documents = documents
 
     def load(self, write_disposition: str = "merge", **options: Any) -> None:
+        self.close()
         pipeline = dlt.pipeline(
             pipeline_name="roundtrip",
             pipelines_dir=str(self.folder / "pipelines"),
@@ -404,7 +417,7 @@ class Warehouse:
             None, "db", COLLECTION, client=self.client, write_disposition=write_disposition, **options
         )
         pipeline.run(resource, loader_file_format="parquet")
-        stored = schema_hash(self.database)
+        stored = schema_hash(self.read())
         assert stored == pipeline.default_schema.version_hash, "the warehouse does not hold the newest schema"
         self._expect(write_disposition, options.get("max_table_nesting", MAX_NESTING), options.get("batch_size"))
 
@@ -423,22 +436,25 @@ class Warehouse:
             self.json_paths |= batch.landed
 
     def rebuilt(self) -> dict[str, Any]:
-        rebuilt = rebuild(self.database)
+        rebuilt = rebuild(self.read())
         if currently_in_test_context():
             note(f"rebuilt: {rebuilt!r}")
         return {key: canon(document) for key, document in rebuilt.items()}
 
 
-def schema_hash(database: Path) -> str:
-    with duckdb.connect(str(database), read_only=True) as connection:
-        row = connection.execute(f"select version_hash from {DATASET}._dlt_version order by version desc limit 1")
-        return str(row.fetchone()[0])  # type: ignore[index]
+def schema_hash(connection: duckdb.DuckDBPyConnection) -> str:
+    row = connection.execute(f"select version_hash from {DATASET}._dlt_version order by version desc limit 1")
+    return str(row.fetchone()[0])  # type: ignore[index]
 
 
 @contextmanager
 def warehouse() -> Iterator[Warehouse]:
     with tempfile.TemporaryDirectory(prefix="roundtrip") as folder:
-        yield Warehouse(Path(folder), mongomock.MongoClient(tz_aware=True))
+        store = Warehouse(Path(folder), mongomock.MongoClient(tz_aware=True))
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def assert_round_trip(store: Warehouse) -> None:
