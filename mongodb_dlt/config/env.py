@@ -64,19 +64,25 @@ def resolve_connection_url(collection: CollectionConfig) -> str:
     if missing or malformed:
         problem = interpolation_problem(collection.connection_url, missing, malformed)
         origin = "" if collection.connection_url_line is not None else " (the built-in default)"
-        raise ConfigError(
+        raise _connection_url_error(
+            collection,
             f"{problem}; it is the connection_url{origin} of database {collection.database!r}, needed to "
             f"load collection {collection.name!r}",
-            path=collection.path,
-            line=collection.connection_url_line,
-            key=collection.connection_url_key or "defaults.connection_url",
         )
     if not resolved.strip():
-        raise ConfigError(
+        raise _connection_url_error(
+            collection,
             f"connection_url of database {collection.database!r} is empty once resolved "
             f"(needed to load collection {collection.name!r})",
-            path=collection.path,
-            line=collection.connection_url_line,
-            key=collection.connection_url_key or "defaults.connection_url",
         )
     return resolved
+
+
+def _connection_url_error(collection: CollectionConfig, problem: str) -> ConfigError:
+    """``problem`` at the place the YAML gave the collection's connection_url (or the built-in default's key)."""
+    return ConfigError(
+        problem,
+        path=collection.path,
+        line=collection.connection_url_line,
+        key=collection.connection_url_key or "defaults.connection_url",
+    )
