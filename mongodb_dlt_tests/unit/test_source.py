@@ -1,5 +1,7 @@
 """Our dlt MongoDB source against mongomock: the queries the server sees and what DuckDB holds afterwards."""
 
+from __future__ import annotations
+
 import contextlib
 import copy
 import math
