@@ -20,12 +20,20 @@ TESTS = Path(__file__).parent
 FOLDER_MARKERS = ("unit", "integration", "e2e")
 
 
+def _folder(item: pytest.Item) -> str | None:
+    relative = item.path.relative_to(TESTS) if item.path.is_relative_to(TESTS) else None
+    return relative.parts[0] if relative is not None and relative.parts[0] in FOLDER_MARKERS else None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each test is marked with its folder's name (pyproject.toml declares the markers): ``-m "not e2e"``."""
+    """Each test is marked with its folder's name (pyproject.toml declares the markers): ``-m "not e2e"``. The
+    folders run fastest first, unit, integration, then e2e (each module's tests together and in their order), so a
+    failure shows soonest."""
     for item in items:
-        relative = item.path.relative_to(TESTS) if item.path.is_relative_to(TESTS) else None
-        if relative is not None and relative.parts[0] in FOLDER_MARKERS:
-            item.add_marker(relative.parts[0])
+        if (folder := _folder(item)) is not None:
+            item.add_marker(folder)
+    rank = {folder: position for position, folder in enumerate(FOLDER_MARKERS)}
+    items.sort(key=lambda item: rank.get(_folder(item) or "", len(rank)))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
 import socket
 import socketserver
+import struct
 import threading
 import time
 from collections import deque
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
+import bson
 import mockupdb
 import mongomock
 
@@ -43,6 +46,7 @@ HANDSHAKE_COMMANDS = frozenset({"hello", "isMaster", "ismaster"})
 FAILING_COMMANDS = frozenset({"find", "aggregate", "count", "distinct"})
 COMMAND_LOG_SIZE = 10_000
 _MORE_TO_COME = mockupdb.OP_MSG_FLAGS["moreToCome"]
+_OP_REPLY, _OP_MSG = 1, 2013
 
 
 @dataclass
@@ -109,6 +113,7 @@ class MongoStandIn:
         self._faults: dict[tuple[str, str, str], _Fault] = {}
         self._holds: dict[tuple[str, str], threading.Event] = {}
         self._log: deque[tuple[str, str | None, dict[str, Any]]] = deque(maxlen=COMMAND_LOG_SIZE)
+        self._reply_ids = itertools.count(1)
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -282,7 +287,7 @@ class MongoStandIn:
                     time.sleep(delay)
                 # An OP_MSG with moreToCome (an unacknowledged write) must not be answered.
                 if not (isinstance(request, mockupdb.OpMsg) and request.flags & _MORE_TO_COME):
-                    request.replies(reply)
+                    sock.sendall(_reply_bytes(request, reply, next(self._reply_ids)))
         except (OSError, ValueError, NotImplementedError) as error:
             logger.debug("stand-in: connection %d ended: %r", connection_id, error)
         finally:
@@ -325,6 +330,18 @@ class MongoStandIn:
         if due and self._fire("drop", database, collection):
             self._commands.discard_cursor(cursor_id)
             raise _HangUp
+
+
+def _reply_bytes(request: mockupdb.CommandBase, reply: dict[str, Any], reply_id: int) -> bytes:
+    """The reply to ``request`` framed as mockupdb frames it (OP_MSG, or OP_REPLY to a legacy OP_QUERY command),
+    but numbered by the stand-in: mockupdb numbers replies with the ``random`` module's shared generator, which
+    would make the serving threads draw from it while the tests run (hypothesis tells tests that do so apart)."""
+    document = bson.encode(reply)
+    if isinstance(request, mockupdb.OpMsg):
+        data, opcode = struct.pack("<IB", 0, 0) + document, _OP_MSG  # no flags; one section of kind 0
+    else:
+        data, opcode = struct.pack("<iqii", 0, 0, 0, 1) + document, _OP_REPLY  # no flags, no cursor, one document
+    return struct.pack("<iiii", 16 + len(data), reply_id, request.request_id, opcode) + data
 
 
 def _plain(value: Any) -> Any:
