@@ -35,20 +35,11 @@ from mongodb_dlt.results import CollectionLoadResult
 __all__ = ["DESTINATION_TAG", "LOADER_RESOURCE_KEY", "dlt_asset_factory"]
 
 
-def collection_spec(
-    config: ProjectConfig, database: DatabaseConfig, collection: CollectionConfig, translator: MongoDltTranslator
-) -> dg.AssetSpec:
-    """One collection's asset: its names from ``translator``, its table and origin as metadata."""
-    with _beta_ignored():
-        references = _CodeReferences(config)(collection)
-    return _collection_spec(config, database, collection, translator, references)
-
-
 def collection_specs(
     config: ProjectConfig, database: DatabaseConfig, translator: MongoDltTranslator
 ) -> list[dg.AssetSpec]:
-    """The assets of every collection of ``database`` (each as ``collection_spec`` makes it), built together: one
-    warnings filter for all of them and one absolute path per YAML file."""
+    """The assets of every collection of ``database``: names from ``translator``, table and origin as metadata.
+    Built together: one warnings filter for all of them and one absolute path per YAML file."""
     code_references = _CodeReferences(config)
     with _beta_ignored():
         references = [code_references(c) for c in database.collections.values()]

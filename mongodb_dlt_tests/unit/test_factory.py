@@ -19,12 +19,9 @@ from mongodb_dlt.definitions import ALL_COLLECTIONS_JOB, build_definitions
 from mongodb_dlt.factory import (
     DESTINATION_TAG,
     LOADER_RESOURCE_KEY,
-    collection_spec,
-    collection_specs,
     dlt_asset_factory,
 )
 from mongodb_dlt.load.loader import MongoDltLoader
-from mongodb_dlt.naming import MongoDltTranslator
 from mongodb_dlt.results import CollectionLoadResult, ExtractStats
 
 YAML = """
@@ -269,10 +266,6 @@ def test_a_big_yaml_keeps_both_checks_and_the_whole_spec_on_every_collection(
             dg.AssetCheckKey(key, name) for key in assets_def.keys for name in (ROWS_MATCH_SOURCE, NO_TYPE_DRIFT)
         }
         assert all(spec.description for spec in assets_def.check_specs)
-        # the batched specs are the ones collection_spec makes one at a time
-        translator = MongoDltTranslator()
-        one_by_one = [collection_spec(config, database, c, translator) for c in database.collections.values()]
-        assert collection_specs(config, database, translator) == one_by_one
         for spec, collection in zip(assets_def.specs, database.collections.values(), strict=True):
             assert spec.key == dg.AssetKey([f"raw_{database.name}", collection.name])
             assert spec.group_name == database.name and spec.kinds == {"mongodb", "duckdb"}
