@@ -36,6 +36,13 @@ _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
 _COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+# The plain values repeat an anchor's whole content at each of its aliases (and note a line for every copy), so
+# aliases inside anchors multiply: nine levels of ten ("billion laughs") make 10**9 values and exhaust memory.
+# The 100 databases x 50 collections of benchmarks/definitions_load.py are 16,407 values (3.3 a collection);
+# 5,000 collections that each spell out a filter, a projection, tags and an incremental cursor are about 40 a
+# collection, 200,000 in all. Five times that leaves room for any real map, anchors for shared options
+# included; measured here, 955,000 values (5,000 collections of 190) load in 3.2 s and 0.5 GB.
+MAX_YAML_VALUES = 1_000_000
 
 
 def dotted(path: YamlPath) -> str:
@@ -44,6 +51,28 @@ def dotted(path: YamlPath) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
+
+
+class _Frame:
+    """An open mapping or list while ``Document._check_aliases`` reads the parser's events."""
+
+    __slots__ = ("anchor", "children", "key", "mapping", "path", "start")
+
+    def __init__(self, path: YamlPath, anchor: str | None, start: int, mapping: bool) -> None:
+        self.path, self.anchor, self.start, self.mapping = path, anchor, start, mapping
+        self.children = 0
+        self.key: str | int = ""
+
+    def child_path(self, event: yaml.NodeEvent) -> YamlPath:
+        """The path of the node ``event`` starts in this mapping or list (a mapping's keys count as the mapping)."""
+        index = self.children
+        self.children += 1
+        if not self.mapping:
+            return (*self.path, index)
+        if index % 2 == 0:
+            self.key = event.value if isinstance(event, yaml.ScalarEvent) else ""
+            return self.path
+        return (*self.path, self.key) if self.key != "" else self.path
 
 
 class Document:
@@ -84,6 +113,7 @@ class Document:
     def load(self, text: str) -> Any:
         """The plain values of ``text`` (of its ``section``), or None when it holds nothing."""
         try:
+            self._check_aliases(text)
             root = yaml.compose(text, Loader=_YamlLoader)
         except yaml.YAMLError as error:
             raise self._yaml_error(error) from None
@@ -99,6 +129,51 @@ class Document:
         if self.section:
             self.lines[()] = root.start_mark.line + 1
         return self._value(root, ())
+
+    def _check_aliases(self, text: str) -> None:
+        """Raise ConfigError at the first alias that refers to its own anchor (a loop) or takes the values the
+        file expands to past MAX_YAML_VALUES; counted over the parser's events, before anything is built."""
+        values = 0
+        sizes: dict[str, int] = {}  # values one alias of each closed anchor adds
+        open_anchors: set[str] = set()
+        # One per open mapping or list: its path, anchor, the count before it, children so far, last key.
+        frames: list[_Frame] = []
+        for event in yaml.parse(text, Loader=_YamlLoader):
+            if isinstance(event, yaml.CollectionEndEvent):
+                frame = frames.pop()
+                if frame.anchor is not None:
+                    sizes[frame.anchor] = values - frame.start
+                    open_anchors.discard(frame.anchor)
+                continue
+            if not isinstance(event, yaml.NodeEvent):
+                continue
+            path = frames[-1].child_path(event) if frames else ()
+            if isinstance(event, yaml.AliasEvent):
+                line = event.start_mark.line + 1
+                if event.anchor in open_anchors:
+                    problem = f"the alias *{event.anchor} is inside its own anchor &{event.anchor}: it would never end"
+                    raise self._file_error(problem, path, line)
+                values += sizes.get(event.anchor, 0)
+                if values > MAX_YAML_VALUES:
+                    raise self._file_error(
+                        f"the alias *{event.anchor} takes the file past {MAX_YAML_VALUES:,} values (an alias "
+                        "repeats its anchor's whole content, and aliases inside anchors multiply): use fewer or "
+                        "less nested aliases",
+                        path,
+                        line,
+                    )
+                continue
+            values += 1
+            if isinstance(event, yaml.CollectionStartEvent):
+                frames.append(_Frame(path, event.anchor, values - 1, isinstance(event, yaml.MappingStartEvent)))
+                if event.anchor is not None:
+                    open_anchors.add(event.anchor)
+            elif event.anchor is not None:
+                sizes[event.anchor] = 1
+
+    def _file_error(self, problem: str, path: YamlPath, line: int) -> ConfigError:
+        """A problem at ``path`` counted from the top of the file (not of ``section``)."""
+        return ConfigError(problem, path=self.path, line=line, key=dotted(path) or None)
 
     def _yaml_error(self, error: yaml.YAMLError, path: YamlPath = ()) -> ConfigError:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
