@@ -9,7 +9,6 @@ variable, never shown. ``Document.validate`` words pydantic's errors for the per
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from mongodb_dlt.config.models import (
     DatabaseSection,
     DefaultsSection,
     DestinationConfig,
+    did_you_mean,
     show_value,
 )
 from mongodb_dlt.errors import ConfigError
@@ -321,6 +321,8 @@ class Document:
             return f"expected a mapping, got {shown}"
         if kind in ("tuple_type", "list_type"):
             return f"expected a list, got {shown}"
+        if kind == "unknown_option":
+            return error["msg"]
         if kind in ("value_error", "assertion_error"):
             message = str(ctx.get("error", error["msg"]))
             if where in self.from_env and isinstance(error["input"], str):
@@ -357,8 +359,7 @@ def _unknown_key(
         )
         return f"{key} is a database option: set it {levels}, not on a collection"
     allowed = [*at.model_fields, *extra_keys]
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
+    hint = did_you_mean(key, allowed)
     note = ""
     if at is DatabaseSection:
         note = "; collections go under `collections:`"

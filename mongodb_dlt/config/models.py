@@ -12,11 +12,13 @@ import difflib
 import functools
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from bson import json_util
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mongodb_dlt.naming import asset_name as asset_name_for
 from mongodb_dlt.naming import default_dataset, default_key_prefix, default_table_name
@@ -145,6 +147,24 @@ def _known_destinations() -> tuple[str, ...]:
             and issubclass(factory, Destination)
         )
     )
+
+
+def did_you_mean(name: str, names: Sequence[str]) -> str:
+    """`` (did you mean X?)`` with the name in ``names`` closest to ``name``, or nothing when none is close."""
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+@functools.cache
+def destination_options(kind: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """What dlt's destination ``kind`` (a name in ``dlt.destinations``) takes as keyword arguments: the fields of
+    its configuration spec, and every name it accepts (those and the capability overrides).
+    dlt drops any other argument with only a log warning."""
+    import dlt.destinations
+    from dlt.common.destination.capabilities import DestinationCapabilitiesContext
+
+    settings = tuple(getattr(dlt.destinations, kind)().spec.get_resolvable_fields())
+    return settings, frozenset(settings) | frozenset(DestinationCapabilitiesContext.get_resolvable_fields())
 
 
 class _Frozen(BaseModel):
@@ -442,13 +462,39 @@ class DestinationConfig(_Frozen):
             return value
         known = _known_destinations()
         if value not in known:
-            close = difflib.get_close_matches(value, known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
             raise ValueError(
-                f"unknown destination type {value!r}{hint}; known: {', '.join(known)}, "
+                f"unknown destination type {value!r}{did_you_mean(value, known)}; known: {', '.join(known)}, "
                 "or the dotted import path of a custom destination"
             )
         return value
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        kind = info.data.get("type")
+        # A custom destination (an import path) is the user's code: what it takes is not known without running it.
+        if not options or kind is None or _DOTTED_IMPORT_PATH.fullmatch(kind):
+            return options
+        settings, accepted = destination_options(kind)
+        listed = sorted(name for name in settings if name != "credentials")  # credentials never go in the YAML
+        unknown = [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "unknown_option",
+                    "unknown option '{option}'{hint}: dlt's {kind} destination would ignore it; it takes {listed}, "
+                    "or a capability of dlt's DestinationCapabilitiesContext",
+                    {"option": key, "kind": kind, "hint": did_you_mean(key, listed), "listed": ", ".join(listed)},
+                ),
+                loc=(key,),
+                input=value,
+            )
+            for key, value in options.items()
+            if key not in accepted
+        ]
+        if unknown:
+            # Raised as a ValidationError, pydantic keeps each problem at its own key: options.<key>.
+            raise ValidationError.from_exception_data(cls.__name__, unknown)
+        return options
 
 
 class ProjectConfig(_Frozen):

@@ -1,5 +1,6 @@
-"""Limits that keep a YAML from exhausting the machine: aliases that expand past MAX_YAML_VALUES or into themselves
-are refused with the file, the line of the alias and its key, before any value is built."""
+"""What the YAML may hold beyond its own keys: aliases that expand past MAX_YAML_VALUES or into themselves are
+refused, at the alias's line and key, before any value is built; ``destination.options`` names only what the dlt
+destination accepts, since dlt drops anything else with a log warning."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from dlt.common.destination import Destination
 
 import mongodb_dlt.config.document as document
 from mongodb_dlt.config import ConfigError, load_config
@@ -121,3 +123,60 @@ def test_anchors_for_shared_options_across_5000_collections_load(tmp_path: Path)
     assert all(c.tags == {"team": "data", "owner": "alice", "tier": "gold"} for c in collections)
     assert all(c.projection == tuple(f"field_{i}" for i in range(10)) for c in collections)
     assert [c.limit for c in config.databases["db_099"].collections.values()] == [*range(1, 50), None]
+
+
+# type, options (a YAML flow mapping, one key to a line), then each unknown option and the name suggested for it.
+DESTINATION_OPTIONS = [
+    ("duckdb", {"create_indexes": "true", "naming_convention": "snake_case"}, {}),
+    ("duckdb", {"create_index": "true"}, {"create_index": "create_indexes"}),
+    ("bigquery", {"http_timeout": "20", "truncate_tables_on_staging_destination_before_load": "false"}, {}),
+    ("bigquery", {"locaton": "EU", "autodetect_schema": "true", "http_timout": "20"},
+     {"locaton": "location", "http_timout": "http_timeout"}),
+    ("postgres", {"csv_format": "{delimiter: ';'}", "create_indexes": "false"}, {}),
+    ("postgres", {"create_indices": "false"}, {"create_indices": "create_indexes"}),
+    ("filesystem", {"bucket_url": "'file:///tmp/lake'", "layout": "'{table_name}/{load_id}.{ext}'"}, {}),
+    ("filesystem", {"bucket_uri": "'file:///tmp/lake'"}, {"bucket_uri": "bucket_url"}),
+]
+
+
+def destination_yaml(kind: str, options: dict[str, str]) -> str:
+    lines = [f"    {key}: {value}" for key, value in options.items()]
+    return "\n".join(["destination:", f"  type: {kind}", "  options:", *lines, "databases:", "  db: [c]", ""])
+
+
+@pytest.mark.parametrize(("kind", "options", "unknown"), DESTINATION_OPTIONS)
+def test_destination_options_are_what_dlt_accepts(
+    tmp_path: Path, kind: str, options: dict[str, str], unknown: dict[str, str]
+) -> None:
+    path = write(tmp_path, destination_yaml(kind, options))
+    if not unknown:
+        given = load_config(path).destination.options
+        assert set(given) == set(options)
+        # dlt keeps every one of them (it drops what it does not know with a log warning).
+        factory = Destination.from_reference(kind, **given)
+        assert set(factory.config_params) | set(factory.caps_params) == set(options)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problems = {error.key: error for error in info.value.errors}
+    assert set(problems) == {f"destination.options.{key}" for key in unknown}, str(info.value)
+    for key, suggested in unknown.items():
+        error = problems[f"destination.options.{key}"]
+        assert error.line == 4 + list(options).index(key)
+        assert error.problem.startswith(f"unknown option {key!r} (did you mean {suggested}?): dlt's {kind} ")
+        assert "credentials" not in error.problem
+        # Without the check, dlt would have dropped it.
+        factory = Destination.from_reference(kind, **{key: options[key]})
+        assert key not in factory.config_params and key not in factory.caps_params
+
+
+def test_options_of_a_custom_destination_are_passed_unchecked(tmp_path: Path) -> None:
+    path = write(tmp_path, destination_yaml("my_package.sinks.warehouse", {"anything_it_takes": "1"}))
+    assert load_config(path).destination.options == {"anything_it_takes": 1}
+
+
+def test_options_of_an_unknown_destination_type_are_not_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, destination_yaml("bigquerry", {"locaton": "EU"}))
+    error = refused(path)
+    assert (error.key, error.line) == ("destination.type", 2)
+    assert "did you mean bigquery?" in error.problem
