@@ -7,6 +7,7 @@ anything that may contain a connection URL.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Sequence
@@ -28,6 +29,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     pymongo.errors.ExecutionTimeout,
     pymongo.errors.WaitQueueTimeoutError,
 )
+# A full disk (or quota) says so by errno from Python's own writes, and only in its text from DuckDB's.
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_DISK_FULL_TEXT = re.compile(r"No space left on device|Disk quota exceeded", re.IGNORECASE)
 
 
 def mask_secrets(text: str) -> str:
@@ -110,20 +114,41 @@ class DestinationNotWritableError(Exception):
     """The DuckDB file cannot be opened for writing for a reason waiting would not cure."""
 
 
-def is_transient(error: BaseException) -> bool:
-    """True when ``error`` or anything in its cause chain is a transient MongoDB error."""
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and every error it was raised from or while handling, outermost first."""
+    chain: list[BaseException] = []
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, TRANSIENT_ERRORS):
-            return True
+        chain.append(current)
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+    return chain
+
+
+def disk_full(error: BaseException) -> BaseException | None:
+    """The error in ``error``'s chain that says a disk (or a quota) is full, innermost first; None when none does."""
+    for current in reversed(_chain(error)):
+        if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
+            return current
+        if _DISK_FULL_TEXT.search(str(current)):
+            return current
+    return None
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when ``error`` or anything in its cause chain is a transient MongoDB error, and no disk is full: a
+    retry cannot free space, however the error that met the full disk was wrapped."""
+    chain = _chain(error)
+    return any(isinstance(current, TRANSIENT_ERRORS) for current in chain) and disk_full(error) is None
 
 
 def describe_error(error: BaseException) -> str:
-    """The innermost meaningful message of a (dlt-wrapped) error, secrets masked."""
+    """The innermost meaningful message of a (dlt-wrapped) error, secrets masked: a full disk is named as such,
+    and a failed schema update by its cause, without dlt's guess that parallel pipelines collided."""
+    full = disk_full(error)
+    if full is not None:
+        return mask_secrets(f"disk full: {type(full).__name__}: {full}")
     root = error
     # dlt wraps a step's error in PipelineStepFailed (matched by name: the converter's worker processes import this
     # module, and must not pay for importing dlt)
@@ -131,7 +156,23 @@ def describe_error(error: BaseException) -> str:
         root = root.__cause__
     if _is_a(root, "ResourceExtractionError") and root.__cause__ is not None:
         root = root.__cause__
+    if _is_a(root, "SchemaUpdateError"):
+        return mask_secrets(_schema_update(root))
     return mask_secrets(f"{type(root).__name__}: {root}")
+
+
+def _schema_update(error: BaseException) -> str:
+    """dlt's SchemaUpdateError without its closing advice, which guesses that pipelines loading into one dataset
+    at once collided and calls a retry safe whatever the cause (a full disk, a table two sources write, a missing
+    permission); our DuckDB loads never write at once (destination.py), and the cause speaks for itself."""
+    tables: list[str] = getattr(error, "table_names", [])
+    dataset = "staging dataset" if getattr(error, "staging_dataset", False) else "dataset"
+    what = f"update tables {', '.join(tables)} in the {dataset}" if tables else f"create the {dataset}"
+    cause: BaseException | None = getattr(error, "cause", None) or error.__cause__
+    # dlt's DatabaseException only wraps the database's own error
+    inner = getattr(cause, "dbapi_exception", None) or cause
+    shown = f"{type(inner).__name__}: {inner}" if inner is not None else str(error)
+    return f"dlt could not {what} of schema {getattr(error, 'schema_name', '?')}: {shown}"
 
 
 def _is_a(error: BaseException, class_name: str) -> bool:

@@ -140,6 +140,15 @@ class LoadDestination:
         return Path(self.pipelines_dir) / f"{self.config.type}-{digest}"
 
     @property
+    def local_paths(self) -> list[str]:
+        """Where a load writes on this machine: the working folder, and a DuckDB file with the folder DuckDB spills
+        to beside it (``<file>.tmp``, DuckDB's default). What to free when a disk fills."""
+        paths = [str(self.working_dir)]
+        if self.is_duckdb_file and self.path is not None:
+            paths += [self.path, f"{self.path}.tmp"]
+        return paths
+
+    @property
     def file_format(self) -> str:
         """Parquet keeps normalize and load memory flat; BigQuery accepts JSON columns only from jsonl."""
         if self.config.loader_file_format:

@@ -34,7 +34,7 @@ from dlt.common.schema import Schema
 from dlt.common.schema.typing import MERGE_DISPOSITION_HINTS
 
 from mongodb_dlt.config import CollectionConfig, DestinationConfig, resolve_connection_url
-from mongodb_dlt.errors import describe_error, is_transient
+from mongodb_dlt.errors import describe_error, disk_full, is_transient
 from mongodb_dlt.extract.cursor import display_cursor, last_value
 from mongodb_dlt.extract.source import mongodb_collection
 from mongodb_dlt.load import warehouse
@@ -148,6 +148,10 @@ class MongoDltLoader:
                 result = self._load_once(collection, dataset_name, log, run_id, count_rows)
             except Exception as error:
                 message = describe_error(error)
+                if disk_full(error) is not None:
+                    # A write's ENOSPC names no file: say where this load writes.
+                    places = ", ".join(self.destination.local_paths)
+                    message += f" (this load writes to {places}: free space there, then run again)"
                 if attempt >= attempts or not is_transient(error):
                     log.error(f"{collection.database}.{collection.name}: failed after {attempt} attempt(s): {message}")
                     return CollectionLoadResult(
