@@ -56,23 +56,31 @@ def dotted(path: YamlPath) -> str:
 class _Frame:
     """An open mapping or list while ``Document._check_aliases`` reads the parser's events."""
 
-    __slots__ = ("anchor", "children", "key", "mapping", "path", "start")
+    __slots__ = ("anchor", "children", "key", "mapping", "start")
 
-    def __init__(self, path: YamlPath, anchor: str | None, start: int, mapping: bool) -> None:
-        self.path, self.anchor, self.start, self.mapping = path, anchor, start, mapping
+    def __init__(self, anchor: str | None, start: int, mapping: bool) -> None:
+        self.anchor, self.start, self.mapping = anchor, start, mapping
         self.children = 0
-        self.key: str | int = ""
+        self.key: str | int = ""  # of a mapping, the last key (its text); of a list, the last item's index
 
-    def child_path(self, event: yaml.NodeEvent) -> YamlPath:
-        """The path of the node ``event`` starts in this mapping or list (a mapping's keys count as the mapping)."""
-        index = self.children
-        self.children += 1
+    def enter(self, event: yaml.NodeEvent) -> None:
+        """Notes that ``event`` starts this mapping's or list's next key, value or item."""
         if not self.mapping:
-            return (*self.path, index)
-        if index % 2 == 0:
+            self.key = self.children
+        elif self.children % 2 == 0:
             self.key = event.value if isinstance(event, yaml.ScalarEvent) else ""
-            return self.path
-        return (*self.path, self.key) if self.key != "" else self.path
+        self.children += 1
+
+
+def _entered_path(frames: Sequence[_Frame]) -> YamlPath:
+    """The path of the node the innermost frame just entered; a key (or what is inside one) counts as its mapping."""
+    path: list[str | int] = []
+    for frame in frames:
+        if frame.mapping and frame.children % 2 == 1:
+            break
+        if frame.key != "":
+            path.append(frame.key)
+    return tuple(path)
 
 
 class Document:
@@ -133,11 +141,12 @@ class Document:
     def _check_aliases(self, text: str) -> None:
         """Raise ConfigError at the first alias that refers to its own anchor (a loop) or takes the values the
         file expands to past MAX_YAML_VALUES; counted over the parser's events, before anything is built."""
+        if "&" not in text:
+            return  # no anchor, no alias to expand (an alias without its anchor is compose's error)
         values = 0
         sizes: dict[str, int] = {}  # values one alias of each closed anchor adds
         open_anchors: set[str] = set()
-        # One per open mapping or list: its path, anchor, the count before it, children so far, last key.
-        frames: list[_Frame] = []
+        frames: list[_Frame] = []  # the open mappings and lists, outermost first
         for event in yaml.parse(text, Loader=_YamlLoader):
             if isinstance(event, yaml.CollectionEndEvent):
                 frame = frames.pop()
@@ -147,25 +156,26 @@ class Document:
                 continue
             if not isinstance(event, yaml.NodeEvent):
                 continue
-            path = frames[-1].child_path(event) if frames else ()
+            if frames:
+                frames[-1].enter(event)
             if isinstance(event, yaml.AliasEvent):
                 line = event.start_mark.line + 1
                 if event.anchor in open_anchors:
                     problem = f"the alias *{event.anchor} is inside its own anchor &{event.anchor}: it would never end"
-                    raise self._file_error(problem, path, line)
+                    raise self._file_error(problem, _entered_path(frames), line)
                 values += sizes.get(event.anchor, 0)
                 if values > MAX_YAML_VALUES:
                     raise self._file_error(
                         f"the alias *{event.anchor} takes the file past {MAX_YAML_VALUES:,} values (an alias "
                         "repeats its anchor's whole content, and aliases inside anchors multiply): use fewer or "
                         "less nested aliases",
-                        path,
+                        _entered_path(frames),
                         line,
                     )
                 continue
             values += 1
             if isinstance(event, yaml.CollectionStartEvent):
-                frames.append(_Frame(path, event.anchor, values - 1, isinstance(event, yaml.MappingStartEvent)))
+                frames.append(_Frame(event.anchor, values - 1, isinstance(event, yaml.MappingStartEvent)))
                 if event.anchor is not None:
                     open_anchors.add(event.anchor)
             elif event.anchor is not None:
