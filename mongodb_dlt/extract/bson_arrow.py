@@ -557,7 +557,7 @@ def _locate_field(document: bytes, settings: ConversionSettings) -> tuple[str, s
         except Exception:  # the first failing field is what we report
             failing = failing or key
             continue
-        if key == "_id":
+        if key == "_id" and document_id == "?":  # a repeated _id: its first value names the document
             document_id = extended_json(_decode_keeping_symbols(wrapped, 0)["_id"])
     return document_id, failing
 

@@ -255,16 +255,14 @@ def identity(value: Any) -> str:
             return f"n:{int(value)}"
         if value != value or value in (_INFINITY, -_INFINITY):
             return f"n:{value!r}"  # nan, inf, -inf
-        return "n:" + _exact_fraction_text(Decimal(value))  # Decimal(float) is the double's exact binary value
+        return "n:" + _exact_text(Decimal(value))  # Decimal(float) is the double's exact binary value
     if value_type is Decimal128:
         number = value.to_decimal()  # exact: the context it uses holds Decimal128's 34 digits
         if number.is_nan():  # the server holds every NaN equal, double or decimal, quiet or signalling
             return "n:nan"
         if number.is_infinite():
             return "n:-inf" if number.is_signed() else "n:inf"
-        if number == number.to_integral_value():
-            return f"n:{int(number)}"
-        return "n:" + _exact_fraction_text(number)
+        return "n:" + _exact_text(number)
     if value is None:
         return "null"
     if value_type is DatetimeMS:
@@ -274,15 +272,22 @@ def identity(value: Any) -> str:
     return "x:" + extended_json(value)
 
 
-def _exact_fraction_text(number: Decimal) -> str:
-    """The text of a finite, non-integral decimal without trailing zeros (``0.1``, ``1.5E-10``), exact to the
-    last digit: ``Decimal.normalize`` would round it to the context's 28 digits."""
+def _exact_text(number: Decimal) -> str:
+    """The text of a finite decimal's exact value, one per value: an integer's digits (``100000000000000000000``,
+    ``0`` for -0), else the decimal without trailing zeros (``0.1``, ``1.5E-10``). Built from the digits:
+    ``Decimal.normalize`` would round to the context's 28 digits, and ``int()`` refuses 4300 digits and more."""
     sign, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)  # finite
     significant = len(digits)
     while significant > 1 and digits[significant - 1] == 0:
         significant -= 1
-    return str(Decimal((sign, digits[:significant], exponent + len(digits) - significant)))
+    exponent += len(digits) - significant
+    digits = digits[:significant]
+    if digits == (0,):
+        return "0"
+    if exponent >= 0:
+        return ("-" if sign else "") + "".join(map(str, digits)) + "0" * exponent
+    return str(Decimal((sign, digits, exponent)))
 
 
 def composite_identity(document: Mapping[str, Any], key_paths: Sequence[FieldPath]) -> str:
