@@ -16,6 +16,9 @@
  * keys: the identity text of each document's _id (bson_arrow.identity). tables: a list, in the order the Python
  * walk creates them, of (table_path, rows, slots, parent_rows, root_rows, list_index) where slots is
  * {(prefix, key): {tag: [values]}} in first-seen order, as _TableBuilder holds them.
+ *
+ * inspect(raw) finds, for the batches left to the Python walk, what bson's decoder would not keep: a repeated key
+ * (the document fails) and Symbols (bson would read them as strings); bson_arrow.inspect_batch is its twin.
  */
 
 #define PY_SSIZE_T_CLEAN

@@ -12,7 +12,9 @@ in C straight from the BSON bytes (``_fastwalk.c``, built with the package when 
 else, and every batch when the extension is missing, goes through bson's decoder and the Python walk below. Both
 give the same columns (``mongodb_dlt_tests/unit/test_fastwalk.py``). Batches are converted in worker processes
 once a read is long enough (``workers.py``). Which tag each BSON value gets, and its Arrow type, is
-``bson_types.py``'s table.
+``bson_types.py``'s table. What bson's decoder would silently drop is looked for in the raw bytes first
+(``inspect_batch``, in C ``_fastwalk.inspect``): a document that repeats a key fails, and a document holding a
+Symbol is decoded here so that the Symbol is not read as a String.
 """
 
 from __future__ import annotations
@@ -496,7 +498,7 @@ def _max_depth(settings: ConversionSettings) -> int:
 def _classifier(max_object_keys: int) -> Any:
     def classify(keys: tuple[str, ...]) -> int:
         """``_Walker.is_data_map``'s answer for a (sub-)document with these keys, plus whether a key repeats
-        (bson's decoder keeps the last value of a repeated key) or is ``$ref``: ``_fastwalk`` leaves such a batch
+        (the Python path fails that document: ``_decode_batch``) or is ``$ref``: ``_fastwalk`` leaves such a batch
         to the Python walk."""
         flags = _REPEATED_KEY if len(set(keys)) != len(keys) else 0
         if keys_are_data(keys, max_object_keys):
