@@ -9,13 +9,13 @@ alone would lose: a Decimal128 negative zero, a Symbol, the values of a key repe
 from __future__ import annotations
 
 import math
-from decimal import Decimal
+from decimal import Decimal, DecimalException
 from fractions import Fraction
 from typing import Any
 
 import bson
 import pytest
-from bson.decimal128 import Decimal128, create_decimal128_context
+from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,9 +31,6 @@ SETTINGS = conversion_settings(CollectionOptions())
 
 # --- numbers: one key exactly when MongoDB holds them equal ---------------------------------------------------
 
-_DECIMAL128 = create_decimal128_context()
-
-
 def exact(value: Any) -> Any:
     """The value MongoDB compares: a Fraction, or the name of a special value."""
     number = value.to_decimal() if type(value) is Decimal128 else value
@@ -44,14 +41,12 @@ def exact(value: Any) -> Any:
     return Fraction(number)
 
 
-def decimal128_of(number: Any) -> Decimal128 | None:
+def decimal128_of(number: int | float) -> Decimal128 | None:
     """``number`` as a Decimal128 when one holds it exactly (34 digits at most), else None."""
-    text = str(Decimal(number))
-    converted = _DECIMAL128.create_decimal(text)
-    return Decimal128(converted) if converted == Decimal(text) and not _DECIMAL128.flags[Inexact] else None
-
-
-Inexact = __import__("decimal").Inexact
+    try:
+        return Decimal128(Decimal(number))  # exact: Decimal128's context traps Inexact
+    except DecimalException:
+        return None
 
 
 def same_number_in_other_types(number: Any) -> list[Any]:
@@ -65,10 +60,8 @@ def same_number_in_other_types(number: Any) -> list[Any]:
         as_double = float(value) if abs(value) < 2**1024 else math.inf
         if math.isfinite(as_double) and Fraction(as_double) == value:
             found.append(as_double)
-        _DECIMAL128.clear_flags()
         as_decimal = decimal128_of(value.numerator) if value.denominator == 1 else None
         if as_decimal is None and type(number) is float:
-            _DECIMAL128.clear_flags()
             as_decimal = decimal128_of(number)
         if as_decimal is not None:
             found.append(as_decimal)
