@@ -99,7 +99,8 @@ class MongoUnreachableError(Exception):
 
 
 class DocumentConversionError(ValueError):
-    """A document MongoDB returned that we could not convert; the message names its ``_id`` and field."""
+    """A document MongoDB returned that we could not convert (a string that is not UTF-8, a key it repeats); the
+    message names its ``_id`` and the field (a repeated key by its dotted path)."""
 
 
 class CollectionBusyError(Exception):

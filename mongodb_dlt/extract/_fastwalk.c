@@ -7,7 +7,7 @@
  * would take, faster. The common case:
  *
  *   - values: double, string, document, array, ObjectId, boolean, date within years 1..9999, null, undefined,
- *     int32, int64, and Decimal128 that DECIMAL(38, 9) holds exactly;
+ *     int32, int64, and Decimal128 that DECIMAL(38, 9) holds exactly (not a negative zero);
  *   - no sub-document or array deeper than max_depth, no data-keyed map, no key twice in one document, no
  *     sub-document with a $ref key (bson may decode it as a DBRef): classify says; an _id that is an ObjectId,
  *     an integer, a string, null or missing;
@@ -16,6 +16,9 @@
  * keys: the identity text of each document's _id (bson_arrow.identity). tables: a list, in the order the Python
  * walk creates them, of (table_path, rows, slots, parent_rows, root_rows, list_index) where slots is
  * {(prefix, key): {tag: [values]}} in first-seen order, as _TableBuilder holds them.
+ *
+ * inspect(raw) finds, for the batches left to the Python walk, what bson's decoder would not keep: a repeated key
+ * (the document fails) and Symbols (bson would read them as strings); bson_arrow.inspect_batch is its twin.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -236,11 +239,19 @@ static int put(Walker *w, Py_ssize_t table, PyObject *node, PyObject *key, PyObj
 static PyObject *decimal_unscaled(const char *bid, int *status) {
     uint64_t low = (uint64_t)read_int64(bid), high = (uint64_t)read_int64(bid + 8);
     const uint64_t infinity_mask = 0x78ULL << 56, large_form_mask = 3ULL << 61;
+    int negative = (int)(high >> 63);
     if ((high & infinity_mask) == infinity_mask) { *status = BAIL; return NULL; }
-    if ((high & large_form_mask) == large_form_mask) return PyLong_FromLong(0);
+    /* zero (a non-canonical large form reads as zero): a negative zero is no DECIMAL value, it lands as text */
+    if ((high & large_form_mask) == large_form_mask) {
+        if (negative) { *status = BAIL; return NULL; }
+        return PyLong_FromLong(0);
+    }
     long exponent = (long)((high >> 49) & 0x3FFF) - 6176;
     unsigned __int128 coefficient = ((unsigned __int128)(high & ((1ULL << 49) - 1)) << 64) | low;
-    if (coefficient == 0) return PyLong_FromLong(0);
+    if (coefficient == 0) {
+        if (negative) { *status = BAIL; return NULL; }
+        return PyLong_FromLong(0);
+    }
     long shift = exponent + 9;
     if (shift > 38 || shift < -38) { *status = BAIL; return NULL; }
     unsigned __int128 power = 1, limit = 1;
@@ -255,7 +266,6 @@ static PyObject *decimal_unscaled(const char *bid, int *status) {
         unscaled = coefficient * power;
     }
     if (unscaled >= limit) { *status = BAIL; return NULL; }
-    int negative = (int)(high >> 63);
     if (unscaled <= (unsigned __int128)INT64_MAX) {
         long long v = (long long)unscaled;
         return PyLong_FromLongLong(negative ? -v : v);
@@ -541,9 +551,196 @@ static PyObject *walk(PyObject *module, PyObject *args) {
     return result;
 }
 
+/* ---- inspect(raw): what bson's decoder would not keep (bson_arrow.inspect_batch, the same in Python) ---- */
+
+typedef struct {
+    const char *key;
+    Py_ssize_t length, index;
+} KeyRef;
+
+static int compare_keys(const void *a, const void *b) {
+    const KeyRef *x = a, *y = b;
+    Py_ssize_t shorter = x->length < y->length ? x->length : y->length;
+    int order = memcmp(x->key, y->key, (size_t)shorter);
+    if (order != 0) return order;
+    if (x->length != y->length) return x->length < y->length ? -1 : 1;
+    return x->index < y->index ? -1 : (x->index > y->index);
+}
+
+/* The size of the value of any BSON type at v, with available bytes left before the document's terminator, or
+ * -1 when it does not fit or the type is unknown (bson's decoder has read the batch already: never here). */
+static Py_ssize_t any_value_size(unsigned char type, const char *v, Py_ssize_t available) {
+    Py_ssize_t size;
+    switch (type) {
+    case 0x01: case 0x09: case 0x11: case 0x12: size = 8; break;
+    case 0x07: size = 12; break;
+    case 0x08: size = 1; break;
+    case 0x10: size = 4; break;
+    case 0x13: size = 16; break;
+    case 0x06: case 0x0A: case 0x7F: case 0xFF: size = 0; break;
+    case 0x02: case 0x0D: case 0x0E: case 0x0C:
+        if (available < 4) return -1;
+        size = (Py_ssize_t)read_int32(v) + 4 + (type == 0x0C ? 12 : 0);
+        break;
+    case 0x03: case 0x04: case 0x0F:
+        if (available < 4) return -1;
+        size = read_int32(v);
+        break;
+    case 0x05:
+        if (available < 4) return -1;
+        size = (Py_ssize_t)read_int32(v) + 5;
+        break;
+    case 0x0B: {
+        const char *first = memchr(v, 0, (size_t)available);
+        const char *second = first ? memchr(first + 1, 0, (size_t)(available - (first + 1 - v))) : NULL;
+        if (second == NULL) return -1;
+        size = second + 1 - v;
+        break;
+    }
+    default: return -1;
+    }
+    return size < 0 || size > available ? -1 : size;
+}
+
+/* The (sub-)document at doc[0:length]: sets *symbol when it holds a Symbol at any depth, and *repeated (when still
+ * NULL) to the path of its first repeated key, its own keys before its children's; an array's keys (positions,
+ * decoded in order whatever they are) are not checked. path: the keys down to it. 0, or -1 with an error set. */
+static int inspect_document(const char *doc, Py_ssize_t length, int is_array, PyObject *path, PyObject **repeated,
+                            int *symbol) {
+    if (length < 5) return 0;
+    Py_ssize_t count = 0, p = 4, end = length - 1;
+    KeyRef *keys = NULL;
+    int status = 0;
+    for (int pass = 0; pass < 2 && status == 0; pass++) {
+        count = 0;
+        p = 4;
+        while (p < end) {
+            unsigned char type = (unsigned char)doc[p];
+            const char *key = doc + p + 1;
+            const char *nul = memchr(key, 0, (size_t)(end - p - 1));
+            if (nul == NULL) break;
+            const char *value = nul + 1;
+            Py_ssize_t size = any_value_size(type, value, end - (value - doc));
+            if (size < 0) break;
+            if (pass == 1) {
+                keys[count].key = key;
+                keys[count].length = nul - key;
+                keys[count].index = count;
+            }
+            count++;
+            p = value - doc + size;
+        }
+        if (pass == 0) {
+            if (count == 0) return 0;
+            keys = PyMem_Malloc((size_t)count * sizeof(KeyRef));
+            if (keys == NULL) { PyErr_NoMemory(); return -1; }
+        }
+    }
+    if (!is_array && *repeated == NULL && count > 1) {
+        KeyRef *sorted = PyMem_Malloc((size_t)count * sizeof(KeyRef));
+        if (sorted == NULL) { PyMem_Free(keys); PyErr_NoMemory(); return -1; }
+        memcpy(sorted, keys, (size_t)count * sizeof(KeyRef));
+        qsort(sorted, (size_t)count, sizeof(KeyRef), compare_keys);
+        Py_ssize_t first = -1; /* the repeated key that comes first in the document */
+        for (Py_ssize_t i = 1; i < count; i++) {
+            if (sorted[i].length == sorted[i - 1].length &&
+                memcmp(sorted[i].key, sorted[i - 1].key, (size_t)sorted[i].length) == 0 &&
+                (i < 2 || sorted[i - 2].length != sorted[i - 1].length ||
+                 memcmp(sorted[i - 2].key, sorted[i - 1].key, (size_t)sorted[i - 1].length) != 0) &&
+                (first < 0 || sorted[i - 1].index < first))
+                first = sorted[i - 1].index; /* the first of its run: sorted by index within equal keys */
+        }
+        PyMem_Free(sorted);
+        if (first >= 0) {
+            PyObject *key = PyUnicode_DecodeUTF8(keys[first].key, keys[first].length, "replace");
+            PyObject *found = key ? PyList_GetSlice(path, 0, PyList_GET_SIZE(path)) : NULL;
+            if (found != NULL && PyList_Append(found, key) == 0) *repeated = PyList_AsTuple(found);
+            Py_XDECREF(key);
+            Py_XDECREF(found);
+            if (*repeated == NULL) status = -1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < count && status == 0; i++) {
+        const char *key = keys[i].key;
+        unsigned char type = (unsigned char)key[-1];
+        const char *value = key + keys[i].length + 1;
+        Py_ssize_t available = end - (value - doc);
+        if (type == 0x0E) {
+            *symbol = 1;
+            continue;
+        }
+        const char *child;
+        Py_ssize_t child_length;
+        if (type == 0x03 || type == 0x04) {
+            child = value;
+            child_length = read_int32(value);
+        } else if (type == 0x0F) { /* int32 total, the code string, the scope document */
+            if (available < 8) continue;
+            Py_ssize_t code_size = (Py_ssize_t)read_int32(value + 4) + 4;
+            if (code_size < 4 || code_size > available - 8) continue;
+            child = value + 4 + code_size;
+            child_length = read_int32(child);
+        } else {
+            continue;
+        }
+        if (child_length < 5 || child_length > available - (child - value)) continue;
+        PyObject *name = PyUnicode_DecodeUTF8(key, keys[i].length, "replace");
+        Py_ssize_t depth = PyList_GET_SIZE(path);
+        if (name == NULL || PyList_Append(path, name) < 0) { Py_XDECREF(name); status = -1; break; }
+        Py_DECREF(name);
+        if (type == 0x0F) {
+            PyObject *scope = PyUnicode_FromString("$scope");
+            if (scope == NULL || PyList_Append(path, scope) < 0) status = -1;
+            Py_XDECREF(scope);
+        }
+        if (status == 0) status = inspect_document(child, child_length, type == 0x04, path, repeated, symbol);
+        if (PyList_SetSlice(path, depth, PyList_GET_SIZE(path), NULL) < 0) status = -1;
+    }
+    PyMem_Free(keys);
+    return status;
+}
+
+/* inspect(raw) -> (repeated, with_symbols): repeated is None or (document number, key path tuple) of the first
+ * repeated key; with_symbols the numbers of the documents holding a Symbol. */
+static PyObject *inspect(PyObject *module, PyObject *args) {
+    Py_buffer raw;
+    if (!PyArg_ParseTuple(args, "y*", &raw)) return NULL;
+    PyObject *with_symbols = PyList_New(0), *path = PyList_New(0), *repeated = NULL, *result = NULL;
+    const char *data = raw.buf;
+    Py_ssize_t offset = 0, number = 0;
+    int status = with_symbols && path ? 0 : -1;
+    while (status == 0 && raw.len - offset >= 5) {
+        Py_ssize_t length = read_int32(data + offset);
+        if (length < 5 || length > raw.len - offset) break;
+        PyObject *found = NULL;
+        int symbol = 0;
+        status = inspect_document(data + offset, length, 0, path, &found, &symbol);
+        if (status == 0 && found != NULL && repeated == NULL) {
+            repeated = Py_BuildValue("(nO)", number, found);
+            if (repeated == NULL) status = -1;
+        }
+        Py_XDECREF(found);
+        if (status == 0 && symbol) {
+            PyObject *index = PyLong_FromSsize_t(number);
+            if (index == NULL || PyList_Append(with_symbols, index) < 0) status = -1;
+            Py_XDECREF(index);
+        }
+        offset += length;
+        number++;
+    }
+    if (status == 0) result = Py_BuildValue("(OO)", repeated ? repeated : Py_None, with_symbols);
+    Py_XDECREF(repeated);
+    Py_XDECREF(with_symbols);
+    Py_XDECREF(path);
+    PyBuffer_Release(&raw);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
      "walk(raw, max_depth, classify, cache, cache_limit) -> (keys, tables) or None; see bson_arrow."},
+    {"inspect", inspect, METH_VARARGS,
+     "inspect(raw) -> (repeated key or None, documents holding a Symbol); see bson_arrow.inspect_batch."},
     {NULL, NULL, 0, NULL},
 };
 

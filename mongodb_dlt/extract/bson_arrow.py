@@ -12,7 +12,9 @@ in C straight from the BSON bytes (``_fastwalk.c``, built with the package when 
 else, and every batch when the extension is missing, goes through bson's decoder and the Python walk below. Both
 give the same columns (``mongodb_dlt_tests/unit/test_fastwalk.py``). Batches are converted in worker processes
 once a read is long enough (``workers.py``). Which tag each BSON value gets, and its Arrow type, is
-``bson_types.py``'s table.
+``bson_types.py``'s table. What bson's decoder would silently drop is looked for in the raw bytes first
+(``inspect_batch``, in C ``_fastwalk.inspect``): a document that repeats a key fails, and a document holding a
+Symbol is decoded here so that the Symbol is not read as a String.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import bson
 import pyarrow as pa
+from bson.code import Code
 
 from mongodb_dlt.errors import DocumentConversionError
 from mongodb_dlt.extract.bson_types import (
@@ -34,6 +37,7 @@ from mongodb_dlt.extract.bson_types import (
     DECIMAL_TYPE,
     LIST_LEVEL,
     FieldPath,
+    Symbol,
     TablePath,
     arrow_type,
     composite_identity,
@@ -318,6 +322,8 @@ def convert_documents(
         key = composite_identity(document, settings.key_paths)
         if cursor_path is not None:
             cursor = get_path(document, cursor_path)
+            if type(cursor) is Symbol:  # the server compares a Symbol and a String as one type: the same bound
+                cursor = cursor.text
             cursor_identity = identity(cursor)
             if boundary_cursor is not None and cursor_identity == boundary_cursor and key in boundary_keys:
                 skipped += 1
@@ -356,7 +362,100 @@ def convert_raw_batch(
             if settings.cursor_path is not None:
                 _add_last_cursor(batch, raw, settings.cursor_path, walked[0])
             return batch
-    return convert_documents(bson.decode_all(raw, CODEC_OPTIONS), settings, boundary_cursor, boundary_keys)
+    return convert_documents(_decode_batch(raw), settings, boundary_cursor, boundary_keys)
+
+
+def _decode_batch(raw: bytes) -> list[dict[str, Any]]:
+    """The documents of a batch as the Python walk takes them: bson's decoder, except that a document repeating
+    a key fails (bson would keep its last value only) and a document holding a Symbol is decoded by
+    ``_decode_keeping_symbols`` (bson would make it a plain string)."""
+    documents = bson.decode_all(raw, CODEC_OPTIONS)  # first: malformed BSON raises bson's own error
+    repeated, with_symbols = _fastwalk.inspect(raw) if _fastwalk is not None else inspect_batch(raw)
+    if repeated is not None:
+        number, path = repeated
+        raise DocumentConversionError(
+            f"the key {'.'.join(path)!r} appears more than once in one document (number {number} of its batch): "
+            "MongoDB keeps each of its values, a row can hold only one"
+        )
+    if with_symbols:
+        starts = _document_starts(raw)
+        for number in with_symbols:
+            documents[number] = _decode_keeping_symbols(raw, starts[number])
+    return documents
+
+
+def inspect_batch(raw: bytes) -> tuple[tuple[int, FieldPath] | None, list[int]]:
+    """What bson's decoder would not keep, in the well-formed documents of ``raw``: the first repeated key (the
+    document's number and the key's path, array positions included; a (sub-)document's own keys before those of
+    its children, the first repeated key in key order) or None, and the numbers of the documents holding a
+    Symbol. ``_fastwalk.inspect`` is the same in C."""
+    repeated: tuple[int, FieldPath] | None = None
+    with_symbols = []
+    for number, start in enumerate(_document_starts(raw)):
+        found: list[FieldPath] = []
+        if _inspect_document(raw, start, (), False, found):
+            with_symbols.append(number)
+        if found and repeated is None:
+            repeated = (number, found[0])
+    return repeated, with_symbols
+
+
+def _document_starts(raw: bytes) -> list[int]:
+    starts = []
+    offset = 0
+    while offset < len(raw):
+        starts.append(offset)
+        offset += int.from_bytes(raw[offset : offset + 4], "little")
+    return starts
+
+
+def _inspect_document(data: bytes, start: int, path: FieldPath, is_array: bool, found: list[FieldPath]) -> bool:
+    """Whether the (sub-)document at ``data[start:]`` holds a Symbol at any depth; appends to ``found`` the path of
+    its first repeated key (an array's keys are positions, decoded in order whatever they are: not checked)."""
+    spans = list(_element_spans(data, start))
+    if not is_array and not found:
+        counts: dict[str, int] = {}
+        for _, key, _, _, _ in spans:
+            counts[key] = counts.get(key, 0) + 1
+        repeated = next((key for key, count in counts.items() if count > 1), None)
+        if repeated is not None:
+            found.append((*path, repeated))
+    symbol = False
+    for element_type, key, _, value_start, _ in spans:
+        if element_type == 0x0E:
+            symbol = True
+        elif element_type in (0x03, 0x04):
+            symbol |= _inspect_document(data, value_start, (*path, key), element_type == 0x04, found)
+        elif element_type == 0x0F:
+            symbol |= _inspect_document(data, _scope_start(data, value_start), (*path, key, "$scope"), False, found)
+    return symbol
+
+
+def _holds_symbol(data: bytes, start: int) -> bool:
+    return _inspect_document(data, start, (), True, [])
+
+
+def _scope_start(data: bytes, value_start: int) -> int:
+    """Where the scope document of a code-with-scope value starts: after its int32 total and its code string."""
+    return value_start + 8 + int.from_bytes(data[value_start + 4 : value_start + 8], "little")
+
+
+def _decode_keeping_symbols(data: bytes, start: int, is_array: bool = False) -> Any:
+    """The (sub-)document at ``data[start:]`` as bson decodes it, except that a Symbol becomes a ``Symbol``."""
+    values: list[tuple[str, Any]] = []  # an array's elements in order, whatever their keys
+    for element_type, key, element_start, value_start, end in _element_spans(data, start):
+        if element_type == 0x0E:
+            value: Any = Symbol(data[value_start + 4 : end - 1].decode("utf-8"))
+        elif element_type in (0x03, 0x04) and _holds_symbol(data, value_start):
+            value = _decode_keeping_symbols(data, value_start, element_type == 0x04)
+        elif element_type == 0x0F and _holds_symbol(data, _scope_start(data, value_start)):
+            scope = _scope_start(data, value_start)
+            value = Code(data[value_start + 8 : scope - 1].decode("utf-8"), _decode_keeping_symbols(data, scope))
+        else:  # the element alone, through bson's decoder (DBRefs, dates, binaries as everywhere else)
+            element = data[element_start:end]
+            value = bson.decode((len(element) + 5).to_bytes(4, "little") + element + b"\x00", CODEC_OPTIONS)[key]
+        values.append((key, value))
+    return [value for _, value in values] if is_array else dict(values)
 
 
 def _add_last_cursor(batch: ConvertedBatch, raw: bytes, cursor_path: FieldPath, keys: list[str]) -> None:
@@ -399,7 +498,7 @@ def _max_depth(settings: ConversionSettings) -> int:
 def _classifier(max_object_keys: int) -> Any:
     def classify(keys: tuple[str, ...]) -> int:
         """``_Walker.is_data_map``'s answer for a (sub-)document with these keys, plus whether a key repeats
-        (bson's decoder keeps the last value of a repeated key) or is ``$ref``: ``_fastwalk`` leaves such a batch
+        (the Python path fails that document: ``_decode_batch``) or is ``$ref``: ``_fastwalk`` leaves such a batch
         to the Python walk."""
         flags = _REPEATED_KEY if len(set(keys)) != len(keys) else 0
         if keys_are_data(keys, max_object_keys):
@@ -446,17 +545,22 @@ def locate_conversion_error(
 
 
 def _locate_field(document: bytes, settings: ConversionSettings) -> tuple[str, str | None]:
-    """The document's ``_id`` (Extended JSON, or ``?``) and the first top-level field that fails to convert."""
+    """The document's ``_id`` (Extended JSON, or ``?``) and the field that fails to convert: a repeated key's
+    dotted path, else the first top-level field that fails."""
     document_id, failing = "?", None
-    for key, element in _elements(document):
+    repeated, _ = inspect_batch(document)
+    if repeated is not None:
+        failing = ".".join(repeated[1])
+    for _, key, element_start, _, end in _element_spans(document, 0):
+        element = document[element_start:end]
+        wrapped = (len(element) + 5).to_bytes(4, "little") + element + b"\x00"
         try:
-            value = bson.decode((len(element) + 4).to_bytes(4, "little") + element, CODEC_OPTIONS)
-            convert_documents([value], settings)
+            convert_raw_batch(wrapped, settings)
         except Exception:  # the first failing field is what we report
             failing = failing or key
             continue
-        if key == "_id":
-            document_id = extended_json(value["_id"])
+        if key == "_id" and document_id == "?":  # a repeated _id: its first value names the document
+            document_id = extended_json(_decode_keeping_symbols(wrapped, 0)["_id"])
     return document_id, failing
 
 
@@ -465,30 +569,33 @@ _FIXED_SIZES = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 
                 0x7F: 0, 0xFF: 0}
 
 
-def _elements(document: bytes) -> Iterator[tuple[str, bytes]]:
-    """The top-level elements of one BSON document, each as ``(key, element bytes + terminator)``."""
-    offset, end = 4, len(document) - 1
+def _element_spans(data: bytes, start: int) -> Iterator[tuple[int, str, int, int, int]]:
+    """The elements of the (sub-)document at ``data[start:]``, each as ``(type, key, element start, value start,
+    end)``; stops at anything malformed (bson's decoder names that)."""
+    offset, end = start + 4, start + int.from_bytes(data[start : start + 4], "little") - 1
     while offset < end:
-        start = offset
-        element_type = document[offset]
-        name_end = document.index(b"\x00", offset + 1)
-        key = document[offset + 1 : name_end].decode("utf-8", "replace")
-        offset = name_end + 1
+        element_start = offset
+        element_type = data[offset]
+        name_end = data.index(b"\x00", offset + 1)
+        key = data[offset + 1 : name_end].decode("utf-8", "replace")
+        offset = value_start = name_end + 1
         if element_type in _FIXED_SIZES:
             offset += _FIXED_SIZES[element_type]
         elif element_type in (0x02, 0x0D, 0x0E):  # string, code, symbol: int32 length + bytes
-            offset += 4 + int.from_bytes(document[offset : offset + 4], "little")
+            offset += 4 + int.from_bytes(data[offset : offset + 4], "little")
         elif element_type in (0x03, 0x04, 0x0F):  # document, array, code with scope: int32 total length
-            offset += int.from_bytes(document[offset : offset + 4], "little")
+            offset += int.from_bytes(data[offset : offset + 4], "little")
         elif element_type == 0x05:  # binary: int32 length, subtype, bytes
-            offset += 5 + int.from_bytes(document[offset : offset + 4], "little")
+            offset += 5 + int.from_bytes(data[offset : offset + 4], "little")
         elif element_type == 0x0B:  # regex: two cstrings
-            offset = document.index(b"\x00", document.index(b"\x00", offset) + 1) + 1
+            offset = data.index(b"\x00", data.index(b"\x00", offset) + 1) + 1
         elif element_type == 0x0C:  # DBPointer: string + 12 bytes
-            offset += 4 + int.from_bytes(document[offset : offset + 4], "little") + 12
+            offset += 4 + int.from_bytes(data[offset : offset + 4], "little") + 12
         else:
             return
-        yield key, document[start:offset] + b"\x00"
+        if offset > end:
+            return
+        yield element_type, key, element_start, value_start, offset
 
 
 def _decimal_array(unscaled: list[int | None]) -> pa.Array:

@@ -14,12 +14,12 @@ Date, years 1..9999        ``date``           timestamp[us, UTC] from the ms (TI
 Date, other years          ``date_text``      Extended JSON text ``{"$date": {"$numberLong": "..."}}``
 ObjectId                   ``objectid``       24 lowercase hex characters (VARCHAR / STRING)
 Decimal128 that fits       ``decimal``        decimal128(38, 9), exact (DECIMAL(38,9) / NUMERIC)
-other Decimal128           ``decimal_text``   its exact string: ``1E+40``, ``NaN``, 34 digits
+other Decimal128           ``decimal_text``   its exact string: ``1E+40``, ``NaN``, ``-0``, 34 digits
 Binary subtype 4 (UUID)    ``uuid``           canonical ``xxxxxxxx-xxxx-...`` text
 Binary subtype 0           ``binary``         bytes (BLOB / BYTES)
 Binary, other subtypes     ``binary_<n>``     bytes
 Timestamp, Regex, Code,    ``timestamp``,     Extended JSON v2 canonical text, one tag per BSON type
-Code with scope, MinKey,   ``regex``, ...
+Code with scope, MinKey,   ``regex``, ...     (a Symbol: ``{"$symbol": ...}``, tag ``symbol``)
 MaxKey, DBRef, Symbol...
 Null or missing            (no tag)           NULL in every column of the field
 Embedded document          (flattened)        one column per leaf, path ``(parent, child)``
@@ -34,6 +34,8 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -95,8 +97,20 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 }
 """Arrow type of each tag; tags not listed (Extended JSON text, ``decimal_text``, ``date_text``) are strings."""
 
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """A BSON Symbol (type 0x0E, deprecated). bson's decoder reads one as a plain ``str``, which would land it as
+    a String; ``bson_arrow`` decodes the documents that hold one itself, into this, so it lands as its canonical
+    Extended JSON ``{"$symbol": ...}`` and a round trip still tells it from a String."""
+
+    text: str
+
+
 _EXTENDED_JSON_TAGS: dict[type, str] = {
     Timestamp: "timestamp",
+    Symbol: "symbol",
     Regex: "regex",
     MinKey: "minkey",
     MaxKey: "maxkey",
@@ -104,6 +118,7 @@ _EXTENDED_JSON_TAGS: dict[type, str] = {
 }
 _CANONICAL = json_util.CANONICAL_JSON_OPTIONS
 _RELAXED = json_util.RELAXED_JSON_OPTIONS
+_INFINITY = float("inf")
 
 _DATA_KEY = re.compile(
     r"[0-9a-fA-F]{24}|[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}"  # ObjectId, md5, sha1, sha256
@@ -135,12 +150,20 @@ def extended_json(value: Any) -> str:
     """Canonical Extended JSON v2 text of one value: lossless, the type is in the text."""
     if isinstance(value, re.Pattern):
         value = Regex.from_native(value)
-    return json_util.dumps(value, json_options=_CANONICAL)
+    return json_util.dumps(value, json_options=_CANONICAL, default=_symbol_json)
 
 
 def relaxed_json(value: Any) -> str:
     """Relaxed Extended JSON text of a sub-document or array stored whole (what ``mongoexport`` writes)."""
-    return json_util.dumps(value, json_options=_RELAXED, separators=(",", ":"))
+    return json_util.dumps(value, json_options=_RELAXED, separators=(",", ":"), default=_symbol_json)
+
+
+def _symbol_json(value: Any) -> dict[str, str]:
+    """What ``json_util`` leaves to ``json.dumps``: only ``Symbol``, which it does not know (both Extended JSON
+    forms write a Symbol as ``{"$symbol": text}``)."""
+    if type(value) is Symbol:
+        return {"$symbol": value.text}
+    raise TypeError(f"{type(value).__name__} is not a BSON value")
 
 
 def tagged(value: Any) -> tuple[str, Any] | None:
@@ -184,19 +207,20 @@ def tagged(value: Any) -> tuple[str, Any] | None:
 
 def decimal_unscaled(value: Decimal128) -> int | None:
     """The integer ``value * 10**9`` when DECIMAL(38, 9) holds ``value`` exactly, else None (NaN, infinities,
-    more than 9 fractional digits, 30 or more integer digits). Read straight from the IEEE 754-2008 BID bits:
-    ``Decimal128.to_decimal`` costs ten times as much."""
+    negative zeros, more than 9 fractional digits, 30 or more integer digits). Read straight from the IEEE
+    754-2008 BID bits: ``Decimal128.to_decimal`` costs ten times as much."""
     high, low = value.bid[8:], value.bid[:8]
     bits_high = int.from_bytes(high, "little")
     if bits_high & _INFINITY_MASK == _INFINITY_MASK:  # NaN or an infinity
         return None
+    negative = bits_high >> 63
     if bits_high & _LARGE_FORM_MASK == _LARGE_FORM_MASK:
         # the "large coefficient" form can only hold coefficients above 10**34: non-canonical, read as 0
-        return 0
+        return None if negative else 0
     exponent = ((bits_high >> 49) & 0x3FFF) - _EXPONENT_BIAS
     coefficient = ((bits_high & _COEFFICIENT_HIGH_MASK) << 64) | int.from_bytes(low, "little")
     if coefficient == 0:
-        return 0
+        return None if negative else 0  # a DECIMAL column has no -0: "-0", "-0.00" land as their text
     shift = exponent + DECIMAL_SCALE
     if shift > DECIMAL_PRECISION or shift < -DECIMAL_PRECISION:
         return None
@@ -208,13 +232,15 @@ def decimal_unscaled(value: Decimal128) -> int | None:
         unscaled = coefficient * _POWERS_OF_TEN[shift]
     if unscaled >= _DECIMAL_LIMIT:
         return None
-    return -unscaled if bits_high >> 63 else unscaled
+    return -unscaled if negative else unscaled
 
 
 def identity(value: Any) -> str:
     """A text key that is equal for two values exactly when MongoDB holds them equal as ``_id``s: the type is
-    part of it (``1`` and ``"1"`` differ), numbers compare by value (``1``, ``1.0`` and ``NumberLong(1)`` are one
-    key, as in a unique index), null is a key of its own."""
+    part of it (``1`` and ``"1"`` differ), numbers compare by exact value whatever their type, as the server
+    compares them (``1``, ``1.0``, ``NumberLong(1)`` and ``Decimal128("1.000")`` are one key; the double 0.1 and
+    ``Decimal128("0.1")`` are two, the double being 0.1000000000000000055511151231257827...), null is a key of its
+    own, and a Symbol is the string of its text (the server orders them as one type)."""
     value_type = type(value)
     if value_type is str:
         return "s:" + value
@@ -225,19 +251,43 @@ def identity(value: Any) -> str:
     if value_type is int or value_type is Int64:
         return f"n:{int(value)}"
     if value_type is float:
-        if value == value and value not in (float("inf"), float("-inf")) and value.is_integer():
+        if value.is_integer():
             return f"n:{int(value)}"
-        return f"n:{value!r}"
+        if value != value or value in (_INFINITY, -_INFINITY):
+            return f"n:{value!r}"  # nan, inf, -inf
+        return "n:" + _exact_text(Decimal(value))  # Decimal(float) is the double's exact binary value
     if value_type is Decimal128:
-        number = value.to_decimal()
-        if number.is_finite() and number == number.to_integral_value():
-            return f"n:{int(number)}"
-        return f"n:{number.normalize()}" if number.is_finite() else f"n:{number}"
+        number = value.to_decimal()  # exact: the context it uses holds Decimal128's 34 digits
+        if number.is_nan():  # the server holds every NaN equal, double or decimal, quiet or signalling
+            return "n:nan"
+        if number.is_infinite():
+            return "n:-inf" if number.is_signed() else "n:inf"
+        return "n:" + _exact_text(number)
     if value is None:
         return "null"
     if value_type is DatetimeMS:
         return f"d:{int(value)}"
+    if value_type is Symbol:
+        return "s:" + value.text
     return "x:" + extended_json(value)
+
+
+def _exact_text(number: Decimal) -> str:
+    """The text of a finite decimal's exact value, one per value: an integer's digits (``100000000000000000000``,
+    ``0`` for -0), else the decimal without trailing zeros (``0.1``, ``1.5E-10``). Built from the digits:
+    ``Decimal.normalize`` would round to the context's 28 digits, and ``int()`` refuses 4300 digits and more."""
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    significant = len(digits)
+    while significant > 1 and digits[significant - 1] == 0:
+        significant -= 1
+    exponent += len(digits) - significant
+    digits = digits[:significant]
+    if digits == (0,):
+        return "0"
+    if exponent >= 0:
+        return ("-" if sign else "") + "".join(map(str, digits)) + "0" * exponent
+    return str(Decimal((sign, digits, exponent)))
 
 
 def composite_identity(document: Mapping[str, Any], key_paths: Sequence[FieldPath]) -> str:

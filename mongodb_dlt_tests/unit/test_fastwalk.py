@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mongodb_dlt.config import CollectionOptions
+from mongodb_dlt.errors import DocumentConversionError
 from mongodb_dlt.extract import bson_arrow
 from mongodb_dlt.extract.bson_arrow import CODEC_OPTIONS, ConversionSettings, ConvertedBatch, convert_documents
 from mongodb_dlt.extract.source import conversion_settings
@@ -96,7 +97,10 @@ common_scalars = st.one_of(
     st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
     st.binary(min_size=12, max_size=12).map(ObjectId),
     st.builds(
-        lambda negative, coefficient, exponent: Decimal128(f"{'-' if negative else ''}{coefficient}E{exponent}"),
+        # a negative zero is no DECIMAL value: it lands as text, through the Python walk
+        lambda negative, coefficient, exponent: Decimal128(
+            f"{'-' if negative and coefficient else ''}{coefficient}E{exponent}"
+        ),
         st.booleans(),
         st.integers(0, 10**20 - 1),  # with the exponent below: at most 28 integer and 9 fractional digits
         st.integers(-9, 8),
@@ -148,7 +152,7 @@ def test_the_c_walk_converts_common_documents_exactly_as_the_python_walk(documen
         Decimal128("1.0000000000"),
         Decimal128("-12345678901234567890123456789.5"),  # beyond int64 once scaled
         Decimal128("9999999999999999999999999.999999999"),  # 34 digits, the most Decimal128 holds
-        Decimal128("-0"),
+        Decimal128("0"),
         Decimal128("0E-6176"),
         Decimal128("0E+6111"),
         DatetimeMS(-62_135_596_800_000),  # 0001-01-01
@@ -181,6 +185,10 @@ def test_edge_values_of_the_common_case(value: Any) -> None:
         ([{"_id": 1, "v": Decimal128("1E+40")}], SETTINGS),  # DECIMAL(38, 9) cannot hold it
         ([{"_id": 1, "v": Decimal128("1.5E-10")}], SETTINGS),
         ([{"_id": 1, "v": Decimal128("NaN")}], SETTINGS),
+        ([{"_id": 1, "v": Decimal128("-0")}], SETTINGS),  # no DECIMAL value: its text
+        ([{"_id": 1, "v": [Decimal128("-0E-6176")]}], SETTINGS),
+        ([{"_id": 1, "v": {"w": Decimal128("-0.00")}}], SETTINGS),
+        ([{"_id": Decimal128("0.1")}], SETTINGS),  # a decimal _id: its identity is the Python walk's
         ([{"_id": 1, "v": DatetimeMS(253_402_300_800_000)}], SETTINGS),  # year 10000
         ([{"_id": 1, "v": bson.Binary(b"x", 0)}], SETTINGS),
         ([{"_id": 1, "v": bson.Regex("a")}], SETTINGS),
@@ -211,7 +219,8 @@ def test_a_repeated_key_or_bad_utf8_is_left_to_the_python_walk() -> None:
     repeated = _document(b"\x10_id\x00" + (1).to_bytes(4, "little") + b"\x10a\x00" + (1).to_bytes(4, "little")
                          + b"\x02a\x00" + (2).to_bytes(4, "little") + b"x\x00")
     assert c_walk(repeated) is None
-    assert_same(bson_arrow.convert_raw_batch(repeated, SETTINGS), python_walk(repeated))  # the last value wins
+    with pytest.raises(DocumentConversionError, match="the key 'a' appears more than once"):
+        bson_arrow.convert_raw_batch(repeated, SETTINGS)  # bson would keep the last value only
 
     bad_text = _document(b"\x02a\x00" + (2).to_bytes(4, "little") + b"\xff\x00")
     assert c_walk(bad_text) is None
@@ -316,3 +325,71 @@ def test_incremental_batches_convert_alike_with_their_last_cursor_and_boundary(
     assert type(converted.last_cursor) is type(expected.last_cursor)
     if documents and not boundary_at_first:
         assert c_walk(raw, conversion) is not None  # the common case: the C walk took it
+
+
+# -- inspect: what bson's decoder would not keep, found alike in C and in Python ---------------------------------
+
+
+def _raw_value(depth: int) -> st.SearchStrategy[tuple[int, bytes]]:
+    """A BSON value as (type byte, bytes): scalars of several types, Symbols, and documents and arrays whose keys
+    are drawn from a few, so that they repeat."""
+    text = st.text(max_size=3).map(lambda value: value.replace("\x00", "")).map(
+        lambda value: (len(value.encode()) + 1).to_bytes(4, "little") + value.encode() + b"\x00"
+    )
+    scalars = st.one_of(
+        st.integers(-5, 5).map(lambda value: (0x10, value.to_bytes(4, "little", signed=True))),
+        text.map(lambda data: (0x02, data)),
+        text.map(lambda data: (0x0E, data)),  # Symbol
+        text.map(lambda data: (0x0D, data)),  # Code
+        st.just((0x0A, b"")),
+        st.binary(max_size=3).map(lambda data: (0x05, len(data).to_bytes(4, "little") + b"\x00" + data)),
+    )
+    if depth >= 3:
+        return scalars
+    container = st.lists(st.tuples(st.sampled_from(["a", "b", "é", "0"]), st.deferred(lambda: _raw_value(depth + 1))),
+                         max_size=4)
+    return st.one_of(
+        scalars,
+        container.map(lambda items: (0x03, _document(b"".join(_raw_element(*item) for item in items)))),
+        container.map(lambda items: (0x04, _document(b"".join(_raw_element(*item) for item in items)))),
+        st.tuples(text, container).map(lambda pair: (0x0F, _code_with_scope(*pair))),
+    )
+
+
+def _raw_element(key: str, value: tuple[int, bytes]) -> bytes:
+    return bytes([value[0]]) + key.encode() + b"\x00" + value[1]
+
+
+def _code_with_scope(code: bytes, items: list[tuple[str, tuple[int, bytes]]]) -> bytes:
+    scope = _document(b"".join(_raw_element(*item) for item in items))
+    return (4 + len(code) + len(scope)).to_bytes(4, "little") + code + scope
+
+
+raw_documents = st.lists(st.tuples(st.sampled_from(["_id", "a", "b", "é"]), _raw_value(0)), max_size=5).map(
+    lambda items: _document(b"".join(_raw_element(*item) for item in items))
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents=st.lists(raw_documents, min_size=1, max_size=4))
+def test_repeated_keys_and_symbols_are_found_alike_in_c_and_python(documents: list[bytes]) -> None:
+    raw = b"".join(documents)
+    found = bson_arrow._fastwalk.inspect(raw)
+    assert found == bson_arrow.inspect_batch(raw)
+    repeated, with_symbols = found
+    # bson's decoder, told to refuse a key it already holds, agrees on which documents repeat one
+    refused = []
+    for number, document in enumerate(documents):
+        try:
+            bson.decode(document, CODEC_OPTIONS.with_options(document_class=_RefusingRepeats))
+        except (KeyError, bson.errors.InvalidBSON):  # in a sub-document, bson wraps the KeyError
+            refused.append(number)
+    assert (repeated is None) == (not refused) and (repeated is None or repeated[0] == refused[0])
+    assert all(b"\x0e" in documents[number] for number in with_symbols)
+
+
+class _RefusingRepeats(dict[str, Any]):
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self:
+            raise KeyError(key)
+        super().__setitem__(key, value)
