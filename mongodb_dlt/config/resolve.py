@@ -410,24 +410,23 @@ class _Resolver:
         """Refuses a database whose op (and jobs and schedule) another has, or whose dataset is where dlt stages
         another's merge loads (dlt empties it after each load)."""
         where: YamlPath = ("databases", name)
-        this = _Owner(where, name)
+        # each named where the YAML gives the name, or at the database when the name is its default
+        this = _Owner((*where, "op_name") if section.op_name else where, name)
         other = self.ops.setdefault(op, this)
         if other is not this:
-            at = (*where, "op_name") if "op_name" in section.model_fields_set else where
             names = f"op {op} (jobs and schedules {database_job_name(op)}, {schedule_name(op)})"
-            self.refuse(this, other, at, f"get {names}", "set `op_name` on one of them")
-        at = (*where, "dataset") if section.dataset else where
+            self.refuse(this, other, this.path, f"get {names}", "set `op_name` on one of them")
+        this = _Owner((*where, "dataset") if section.dataset else where, name)
         staging = staging_dataset(dataset)
         for own, stager, shared in (
             (self.datasets.get(staging), this, staging),
             (this, self.stagings.get(dataset), dataset),
         ):
             if own is not None and stager is not None:
-                other = stager if own is this else own
                 self.refuse(
                     this,
-                    other,
-                    at,
+                    stager if own is this else own,
+                    this.path,
                     f"use dataset {shared}: {own.named(stager)} as its own, {stager.named(own)} to stage its merge "
                     "loads in (dlt stages them in <dataset>_staging and empties it after each load)",
                     "set `dataset` on one of them",
