@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCase
 from dlt.common.schema.utils import normalize_schema_name
@@ -124,36 +124,35 @@ def schema_name(pipeline: str) -> str:
     ``mongodb_dlt_<database>_<collection>`` (dlt folds the double underscores)."""
     return normalize_schema_name(pipeline)
 
-class Place(NamedTuple):
-    """Somewhere only one collection may be: ``key`` identifies it (its first part says what kind of place it
-    is: one of ``PLACE_KINDS``), ``what`` says it for a message."""
-
-    key: tuple[str, ...]
-    what: str
-
-
+Place = tuple[str, ...]
+"""Somewhere only one collection may be; its first part says what kind of place it is: one of ``PLACE_KINDS``."""
 PLACE_KINDS = ("asset", "pipeline", "table", "schema")
 
 
-def collection_places(
-    database: str, dataset: str, key_prefix: Sequence[str], asset: str, table_name: str
-) -> tuple[Place, ...]:
-    """Where a collection's asset, state and rows are, with the default names (``dataset`` as stored): two
-    collections with one place in common would overwrite each other's rows or state, or fail the definitions.
-    A child table prefix is a place of another shape (``parent_tables``)."""
-    key = "/".join((*key_prefix, asset))
+def collection_places(database: str, dataset: str, key_prefix: Sequence[str], asset: str, table: str) -> list[Place]:
+    """Where a collection's asset, state and rows are (``dataset`` and ``table`` as stored): two collections with
+    one place in common would overwrite each other's rows or state, or fail the definitions. A child table prefix
+    is a place of another shape (``parent_tables``)."""
     pipeline = pipeline_name(database, asset)
-    schema = schema_name(pipeline)
-    table = root_table(table_name)
-    return (
-        Place(("asset", *key_prefix, asset), f"get asset name {asset!r}, asset key {key}"),
-        Place(("pipeline", pipeline), f"use dlt pipeline {pipeline} (one state: one incremental cursor)"),
-        Place(("table", dataset, table), f"load into table {dataset}.{table} (one's rows would replace the other's)"),
-        Place(
-            ("schema", dataset, schema),
-            f"keep dlt schema {schema} in dataset {dataset} (one would undo the other's loads)",
-        ),
-    )
+    return [
+        ("asset", *key_prefix, asset),
+        ("pipeline", pipeline),
+        ("table", dataset, table),
+        ("schema", dataset, schema_name(pipeline)),
+    ]
+
+
+def describe_place(place: Place) -> str:
+    """What holding ``place`` means, for a message about two holders."""
+    kind, *parts = place
+    if kind == "asset":
+        return f"get asset name {parts[-1]!r}, asset key {'/'.join(parts)}"
+    if kind == "pipeline":
+        return f"use dlt pipeline {parts[0]} (one state: one incremental cursor)"
+    dataset, name = parts
+    if kind == "table":
+        return f"load into table {dataset}.{name} (one's rows would replace the other's)"
+    return f"keep dlt schema {name} in dataset {dataset} (one would undo the other's loads)"
 
 
 # -- Dagster names ----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -47,6 +48,7 @@ from mongodb_dlt.naming import (
     database_job_name,
     default_dataset,
     default_key_prefix,
+    describe_place,
     op_name,
     parent_tables,
     reserved_table_problem,
@@ -93,13 +95,13 @@ def _split_secrets(value: Any, path: YamlPath) -> tuple[Any, list[YamlPath]]:
     return kept, secrets
 
 
+@dataclass(slots=True, eq=False)
 class _Owner:
     """Who holds a place: a collection (or a database, ``collection`` None) and where the YAML gives it."""
 
-    __slots__ = ("collection", "database", "path")
-
-    def __init__(self, path: YamlPath, database: str, collection: str | None = None) -> None:
-        self.path, self.database, self.collection = path, database, collection
+    path: YamlPath
+    database: str
+    collection: str | None = None
 
     def named(self, other: _Owner) -> str:
         if self.collection is None:
@@ -397,13 +399,13 @@ class _Resolver:
         error = self.doc.fail("", owner.path)
         return f"{error.path}, line {error.line}, key {error.key}"
 
-    def refuse(self, this: _Owner, other: _Owner, at: YamlPath, problem: str, fix: str) -> None:
-        """Reports at ``at`` (``this``'s) that ``this`` and ``other`` collide, naming where both are."""
+    def refuse(self, this: _Owner, other: _Owner, problem: str, fix: str) -> None:
+        """Reports at ``this`` that it and ``other`` collide, naming where both are."""
         line = self.doc.line(other.path)
         self.doc.problem(
             f"{this.named(other)} and {other.named(this)} (line {line}) would both {problem}; {fix}. "
             f"The other is at {self.where(other)}",
-            at,
+            this.path,
         )
 
     def claim_database(self, name: str, section: DatabaseSection, dataset: str, op: str) -> None:
@@ -415,7 +417,7 @@ class _Resolver:
         other = self.ops.setdefault(op, this)
         if other is not this:
             names = f"op {op} (jobs and schedules {database_job_name(op)}, {schedule_name(op)})"
-            self.refuse(this, other, this.path, f"get {names}", "set `op_name` on one of them")
+            self.refuse(this, other, f"get {names}", "set `op_name` on one of them")
         this = _Owner((*where, "dataset") if section.dataset else where, name)
         staging = staging_dataset(dataset)
         for own, stager, shared in (
@@ -426,7 +428,6 @@ class _Resolver:
                 self.refuse(
                     this,
                     stager if own is this else own,
-                    this.path,
                     f"use dataset {shared}: {own.named(stager)} as its own, {stager.named(own)} to stage its merge "
                     "loads in (dlt stages them in <dataset>_staging and empties it after each load)",
                     "set `dataset` on one of them",
@@ -446,15 +447,15 @@ class _Resolver:
         places = collection_places(collection.database, dataset, key_prefix, collection.asset_name, table)
         shared: dict[int, tuple[_Owner, list[Place]]] = {}
         for place in places:
-            other = self.places.get(place.key)
+            other = self.places.get(place)
             if other is not None:
                 shared.setdefault(id(other), (other, []))[1].append(place)
         for other, common in shared.values():
-            self.refuse(this, other, path, _listed([p.what for p in common]), _fix(this, other, common))
+            self.refuse(this, other, _listed([describe_place(p) for p in common]), _fix(this, other, common))
         clean = not shared and self.child_tables_apart(this, dataset, table)
         if clean:
             for place in places:
-                self.places[place.key] = this
+                self.places[place] = this
             self.roots[(dataset, table)] = this
             for parent in parent_tables(table):
                 self.parents.setdefault((dataset, parent), (this, table))
@@ -476,7 +477,6 @@ class _Resolver:
             self.refuse(
                 this,
                 other,
-                this.path,
                 f"write to table {dataset}.{child_table}: {child.named(parent)} as its own, {parent.named(child)} "
                 f"as the child table of an array field `{child_table.removeprefix(parent_table + separator)}` "
                 f"(arrays of a collection land in <its table>{separator}<field>)",
@@ -491,7 +491,7 @@ def _listed(items: Sequence[str]) -> str:
 
 def _fix(this: _Owner, other: _Owner, common: Sequence[Place]) -> str:
     """The YAML options that give one of two collections places of its own."""
-    kinds = {place.key[0] for place in common}
+    kinds = {place[0] for place in common}
     if this.database == other.database:
         return "set `table_name` on one of them" if kinds == {"table"} else _MOVE_BY_ASSET_NAME
     fixes = []
