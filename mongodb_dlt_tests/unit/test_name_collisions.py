@@ -232,7 +232,7 @@ def test_two_holders_of_one_place_are_refused_naming_both(
     [
         ("db: [_dlt_loads]", 2, "databases.db[0]", "_dlt_loads"),
         ("db: {collections: {x: {table_name: _DLT_version}}}", 2, "databases.db.collections.x", "_dlt_version"),
-        ("db: {collections: {x: {table_name: _dlt_pipeline_state}}}", 2, "databases.db.collections.x", "_dlt_p"),
+        ("db: {collections: {x: {table_name: _dlt_mine}}}", 2, "databases.db.collections.x", "_dlt_mine"),
     ],
 )
 def test_dlt_table_names_are_reserved(tmp_path: Path, entry: str, line: int, key: str, table: str) -> None:
