@@ -11,8 +11,8 @@ Two kinds of names live here:
   Subclass it and pass an instance to ``build_definitions``, ``dlt_asset_factory`` or the component
   (``translator:``) to name assets your way, as with dagster-dlt's ``DagsterDltTranslator``.
 
-No two collections may share a place: config/resolve.py refuses a YAML where two would (``claims`` below lists
-the places), and the factory refuses a translator that gives two collections one asset key.
+No two collections may share a place: config/resolve.py refuses a YAML where two would (``collection_places``
+lists the places), and the factory refuses a translator that gives two collections one asset key.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ LOADER_RESOURCE_KEY = "mongodb_dlt"
 ALL_COLLECTIONS_JOB = "mongodb_all"
 """The job over every collection of one YAML (``<folder>_all_collections`` for a component)."""
 PIPELINE_PREFIX = "mongodb_dlt__"
-"""Every dlt pipeline (one per collection) is named ``mongodb_dlt__<database>__<collection>``."""
+"""Every dlt pipeline (one per collection) is named ``mongodb_dlt__<database>__<asset name>``."""
 SCHEMA_PREFIX = "mongodb_dlt_"
 """What ``schema_name`` makes of ``PIPELINE_PREFIX``: every schema of ours starts with it."""
 DESTINATION_TAG = "mongodb_dlt/destination"
@@ -124,9 +124,10 @@ def schema_name(pipeline: str) -> str:
     ``mongodb_dlt_<database>_<collection>`` (dlt folds the double underscores)."""
     return normalize_schema_name(pipeline)
 
+
 Place = tuple[str, ...]
-"""Somewhere only one collection may be; its first part says what kind of place it is: one of ``PLACE_KINDS``."""
-PLACE_KINDS = ("asset", "pipeline", "table", "schema")
+"""Somewhere only one collection may be; its first part says what kind of place it is: ``asset``, ``pipeline``,
+``table`` or ``schema``."""
 
 
 def collection_places(database: str, dataset: str, key_prefix: Sequence[str], asset: str, table: str) -> list[Place]:
