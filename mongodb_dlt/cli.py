@@ -57,7 +57,7 @@ def _table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
 
 
 def _describe(config: ProjectConfig) -> str:
-    from mongodb_dlt.naming import MongoDltTranslator, op_name
+    from mongodb_dlt.naming import MongoDltTranslator, database_job_name, root_table, schedule_name
 
     translator = MongoDltTranslator()
 
@@ -65,10 +65,16 @@ def _describe(config: ProjectConfig) -> str:
     where = destination.path or destination.project or ""
     out = [f"{config.path}: valid", f"destination: {destination.type}{f' ({where})' if where else ''}", ""]
     for database in config.databases.values():
+        schedule = (
+            f"schedule {schedule_name(database.op_name)} of job {database_job_name(database.op_name)} "
+            f"({database.schedule})"
+            if database.schedule
+            else "no schedule"
+        )
         out.append(
-            f"database {database.name}: op {op_name(database.name)}, dataset {database.dataset}, "
+            f"database {database.name}: op {database.op_name}, dataset {database.dataset}, "
             f"connection {mask_url(database.connection_url)}, "
-            f"{database.max_parallel_collections} in parallel, schedule {database.schedule or 'none'}"
+            f"{database.max_parallel_collections} in parallel, {schedule}"
         )
         rows = []
         for collection in database.collections.values():
@@ -79,7 +85,7 @@ def _describe(config: ProjectConfig) -> str:
                 how += f", incremental on {collection.incremental.cursor_field}"
             rows.append(
                 (collection.name, "/".join(translator.asset_key(database, collection)),
-                 f"{database.dataset}.{collection.table_name}", how)
+                 f"{database.dataset}.{root_table(collection.table_name)}", how)
             )
         out.append(_table(rows, ("collection", "asset key", "table", "load")))
         out.append("")

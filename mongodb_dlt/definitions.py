@@ -58,13 +58,13 @@ def build_definitions(
         if database.schedule is None:
             continue
         job = dg.define_asset_job(
-            database_job_name(database.name),
+            database_job_name(database.op_name),
             selection=dg.AssetSelection.assets(assets_def),
             tags=RETRY_ONLY_FAILED_ASSETS,
         )
         jobs.append(job)
         schedules.append(
-            dg.ScheduleDefinition(name=schedule_name(database.name), job=job, cron_schedule=database.schedule)
+            dg.ScheduleDefinition(name=schedule_name(database.op_name), job=job, cron_schedule=database.schedule)
         )
     loader = MongoDltLoader.from_config(config.destination, pipelines_dir=os.environ.get(PIPELINES_DIR_ENV), base=base)
     if not executor:

@@ -29,7 +29,7 @@ from mongodb_dlt.config import CollectionConfig, DatabaseConfig, ProjectConfig, 
 from mongodb_dlt.errors import ConfigError, MongoUnreachableError
 from mongodb_dlt.extract.mongo import check_reachable
 from mongodb_dlt.load.loader import MongoDltLoader
-from mongodb_dlt.naming import DESTINATION_TAG, LOADER_RESOURCE_KEY, MongoDltTranslator, destination_pool, op_name
+from mongodb_dlt.naming import DESTINATION_TAG, LOADER_RESOURCE_KEY, MongoDltTranslator, destination_pool
 from mongodb_dlt.results import CollectionLoadResult
 
 __all__ = ["DESTINATION_TAG", "LOADER_RESOURCE_KEY", "dlt_asset_factory"]
@@ -216,7 +216,7 @@ def _database_asset(
     pool = destination_pool(config.destination.type)
 
     @dg.multi_asset(
-        name=op_name(database.name),
+        name=database.op_name,
         specs=specs,
         check_specs=[
             spec
@@ -306,6 +306,36 @@ def _database_asset(
     return _load_database
 
 
+def _refuse_shared_asset_names(config: ProjectConfig, translator: MongoDltTranslator) -> None:
+    """Two collections the translator gives one asset key (or, in one database, keys Dagster turns into one output
+    name) would fail the definitions with a message naming neither: this one names both, where the YAML has them."""
+
+    def named(database: DatabaseConfig, collection: CollectionConfig) -> str:
+        return f"{database.name}.{collection.name} ({collection.path or config.path}, line {collection.line})"
+
+    keys: dict[tuple[str, ...], tuple[DatabaseConfig, CollectionConfig]] = {}
+    for database in config.databases.values():
+        outputs: dict[str, tuple[tuple[str, ...], CollectionConfig]] = {}
+        for collection in database.collections.values():
+            key = tuple(translator.asset_key(database, collection))
+            output = dg.AssetKey(list(key)).to_python_identifier()
+            if key in keys:
+                shared, (other_database, other) = f"asset key {'/'.join(key)}", keys[key]
+            elif output in outputs:
+                other_key, other = outputs[output]
+                other_database = database
+                shared = f"asset keys {'/'.join(other_key)} and {'/'.join(key)}, one output name {output},"
+            else:
+                keys[key] = (database, collection)
+                outputs[output] = (key, collection)
+                continue
+            raise dg.DagsterInvalidDefinitionError(
+                f"{type(translator).__name__} gives collections {named(other_database, other)} and "
+                f"{named(database, collection)} {shared} so their assets would be one; make its asset_key tell "
+                "them apart"
+            )
+
+
 def dlt_asset_factory(
     config: ProjectConfig,
     resource_key: str = LOADER_RESOURCE_KEY,
@@ -315,5 +345,6 @@ def dlt_asset_factory(
     load through the ``MongoDltLoader`` resource under ``resource_key`` (see ``build_definitions``, which binds
     it). ``translator`` names the assets (default: ``MongoDltTranslator()``, ``raw_<database>/<collection>``)."""
     translator = translator or MongoDltTranslator()
+    _refuse_shared_asset_names(config, translator)
     with long_lived():
         return [_database_asset(config, database, resource_key, translator) for database in config.databases.values()]

@@ -3,17 +3,22 @@
 Two kinds of names live here:
 
 - **Warehouse names** (dataset, root table, dlt pipeline and schema): they decide where rows and state land,
-  so they follow from the YAML alone and are not overridable in code; the YAML's ``dataset`` and
-  ``table_name`` set them.
-- **Dagster names** (asset key, group, description, deps, op, jobs, schedules, resource key, pool): made by a
-  ``MongoDltTranslator``. Subclass it and pass an instance to ``build_definitions``, ``dlt_asset_factory`` or
-  the component (``translator:``) to name assets your way, as with dagster-dlt's ``DagsterDltTranslator``.
+  so they follow from the YAML alone and are not overridable in code; the YAML's ``dataset``, ``table_name``
+  and ``asset_name`` set them. Dataset and table are kept as dlt stores them (its snake_case naming folds case
+  and punctuation: ``orderItems`` is ``order_items``), so that two names which land in one place compare equal.
+- **Dagster names** (asset key, group, description, deps, op, jobs, schedules, resource key, pool): the op, jobs
+  and schedules follow the database (``op_name`` sets them); the rest are made by a ``MongoDltTranslator``.
+  Subclass it and pass an instance to ``build_definitions``, ``dlt_asset_factory`` or the component
+  (``translator:``) to name assets your way, as with dagster-dlt's ``DagsterDltTranslator``.
+
+No two collections may share a place: config/resolve.py refuses a YAML where two would (``collection_places``
+lists the places), and the factory refuses a translator that gives two collections one asset key.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCase
@@ -27,13 +32,23 @@ LOADER_RESOURCE_KEY = "mongodb_dlt"
 ALL_COLLECTIONS_JOB = "mongodb_all"
 """The job over every collection of one YAML (``<folder>_all_collections`` for a component)."""
 PIPELINE_PREFIX = "mongodb_dlt__"
-"""Every dlt pipeline (one per collection) is named ``mongodb_dlt__<database>__<collection>``."""
+"""Every dlt pipeline (one per collection) is named ``mongodb_dlt__<database>__<asset name>``."""
 SCHEMA_PREFIX = "mongodb_dlt_"
 """What ``schema_name`` makes of ``PIPELINE_PREFIX``: every schema of ours starts with it."""
 DESTINATION_TAG = "mongodb_dlt/destination"
 """Op tag that the executor's tag_concurrency_limits key on for single-writer destinations."""
 SINGLE_WRITER_DESTINATIONS = frozenset({"duckdb"})
 """Destinations that allow one writing process at a time."""
+
+DLT_TABLE_PREFIX = "_dlt"
+"""dlt's own tables (``_dlt_loads``, ``_dlt_version``, ``_dlt_pipeline_state``) and columns start with it: dlt
+treats every table so named as its own, so no collection's table may."""
+CHILD_TABLE_SEPARATOR = "__"
+"""A child table is ``<root table>__<array path>`` (extract/columns.py)."""
+STAGING_DATASET_SUFFIX = "_staging"
+"""dlt stages merge loads in ``<dataset>_staging`` (its default ``staging_dataset_name_layout``), and empties it."""
+DAGSTER_NAME = r"^[A-Za-z0-9_]+$"
+"""What Dagster accepts as an op name or asset key part."""
 
 _NOT_IN_ASSET_NAME = re.compile(r"[^A-Za-z0-9_]")
 _snake_case = SnakeCase()
@@ -48,14 +63,26 @@ def asset_name(collection: str) -> str:
     return _NOT_IN_ASSET_NAME.sub("_", collection)
 
 
-def default_table_name(collection: str) -> str:
-    """A collection's table unless ``table_name`` says otherwise (dlt normalizes it further: ``root_table``)."""
-    return asset_name(collection)
+def default_table_name(asset: str) -> str:
+    """A collection's table unless ``table_name`` says otherwise: its asset name (the collection's name made an
+    asset name unless ``asset_name`` says otherwise); dlt normalizes it further: ``root_table``."""
+    return asset_name(asset)
+
+
+def stored_dataset(dataset: str) -> str:
+    """A dataset name as dlt creates it in the warehouse (``mongo_Shop`` is ``mongo_shop``): the name every load
+    and every query of ours uses, so the two never differ."""
+    return _snake_case.normalize_table_identifier(dataset)
 
 
 def default_dataset(dataset_prefix: str, database: str) -> str:
-    """``<dataset_prefix>_<database>``, or just ``<database>`` when the prefix is empty."""
-    return f"{dataset_prefix}_{database}" if dataset_prefix else database
+    """``<dataset_prefix>_<database>``, or just ``<database>`` when the prefix is empty, as stored."""
+    return stored_dataset(f"{dataset_prefix}_{database}" if dataset_prefix else database)
+
+
+def staging_dataset(dataset: str) -> str:
+    """Where dlt stages the merge loads of ``dataset`` (emptied after each load)."""
+    return stored_dataset(dataset + STAGING_DATASET_SUFFIX)
 
 
 def default_key_prefix(database: str) -> tuple[str, ...]:
@@ -68,8 +95,27 @@ def root_table(table_name: str) -> str:
     return _snake_case.normalize_tables_path(table_name)
 
 
+def reserved_table_problem(table: str) -> str | None:
+    """Why a root table (as stored) may not be a collection's, or None."""
+    if table.startswith(DLT_TABLE_PREFIX):
+        return (
+            f"table {table} starts with {DLT_TABLE_PREFIX}, which dlt reserves for its own tables (_dlt_loads, "
+            "_dlt_version, _dlt_pipeline_state): loading into it would fail every run"
+        )
+    return None
+
+
+def parent_tables(table: str) -> Iterator[str]:
+    """Every ``p`` with ``table == p + "__" + rest``: root tables whose child tables could be named ``table``."""
+    start = table.find(CHILD_TABLE_SEPARATOR, 1)
+    while start > 0:
+        yield table[:start]
+        start = table.find(CHILD_TABLE_SEPARATOR, start + 1)
+
+
 def pipeline_name(database: str, collection: str) -> str:
-    """The collection's own dlt pipeline: its state and failures are its own."""
+    """The collection's own dlt pipeline: its state and failures are its own. ``collection`` is the collection's
+    ``asset_name`` (its name made an asset name unless the YAML sets ``asset_name``)."""
     return f"{PIPELINE_PREFIX}{database}__{asset_name(collection)}"
 
 
@@ -77,6 +123,38 @@ def schema_name(pipeline: str) -> str:
     """The dlt schema of a pipeline that extracts one standalone resource, as it is stored in the warehouse:
     ``mongodb_dlt_<database>_<collection>`` (dlt folds the double underscores)."""
     return normalize_schema_name(pipeline)
+
+
+Place = tuple[str, ...]
+"""Somewhere only one collection may be; its first part says what kind of place it is: ``asset``, ``pipeline``,
+``table`` or ``schema``."""
+
+
+def collection_places(database: str, dataset: str, key_prefix: Sequence[str], asset: str, table: str) -> list[Place]:
+    """Where a collection's asset, state and rows are (``dataset`` and ``table`` as stored): two collections with
+    one place in common would overwrite each other's rows or state, or fail the definitions. A child table prefix
+    is a place of another shape (``parent_tables``)."""
+    pipeline = pipeline_name(database, asset)
+    return [
+        ("asset", *key_prefix, asset),
+        ("pipeline", pipeline),
+        ("table", dataset, table),
+        ("schema", dataset, schema_name(pipeline)),
+    ]
+
+
+def describe_place(place: Place) -> str:
+    """What holding ``place`` means, for a message about two holders."""
+    kind, *parts = place
+    if kind == "asset":
+        return f"get asset name {parts[-1]!r}, asset key {'/'.join(parts)}"
+    if kind == "pipeline":
+        return f"use dlt pipeline {parts[0]} (one state: one incremental cursor)"
+    dataset, name = parts
+    if kind == "table":
+        return f"load into table {dataset}.{name} (one's rows would replace the other's)"
+    return f"keep dlt schema {name} in dataset {dataset} (one would undo the other's loads)"
+
 
 # -- Dagster names ----------------------------------------------------------------------------------------------
 
@@ -86,12 +164,13 @@ def op_name(database: str) -> str:
     return f"mongodb_{asset_name(database)}"
 
 
-def database_job_name(database: str) -> str:
-    return f"{op_name(database)}_job"
+def database_job_name(op: str) -> str:
+    """The scheduled job of the database whose op is ``op`` (``DatabaseConfig.op_name``)."""
+    return f"{op}_job"
 
 
-def schedule_name(database: str) -> str:
-    return f"{op_name(database)}_schedule"
+def schedule_name(op: str) -> str:
+    return f"{op}_schedule"
 
 
 def destination_pool(destination_type: str) -> str | None:
@@ -135,7 +214,7 @@ class MongoDltTranslator:
             how += f", incremental on `{collection.incremental.cursor_field}`"
         return (
             f"MongoDB collection `{database.name}.{collection.name}` loaded by dlt into "
-            f"`{database.dataset}.{collection.table_name}` ({how})."
+            f"`{database.dataset}.{root_table(collection.table_name)}` ({how})."
         )
 
     def deps(self, database: DatabaseConfig, collection: CollectionConfig) -> Sequence[Sequence[str]]:

@@ -20,8 +20,9 @@ from bson import json_util
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from mongodb_dlt.naming import DAGSTER_NAME, default_dataset, default_key_prefix, default_table_name, stored_dataset
 from mongodb_dlt.naming import asset_name as asset_name_for
-from mongodb_dlt.naming import default_dataset, default_key_prefix, default_table_name
+from mongodb_dlt.naming import op_name as op_name_for
 
 CONFIG_PATH_ENV: Final = "MONGODB_DLT_CONFIG"
 DEFAULT_CONFIG_PATH: Final = "config/databases.yaml"
@@ -262,7 +263,14 @@ class CollectionOptions(_Frozen):
     table_name: str | None = Field(
         None,
         min_length=1,
-        description="None: the collection name as an asset name (naming.default_table_name)",
+        description="None: the asset name (naming.default_table_name)",
+        json_schema_extra={"readme_default": "asset name"},
+    )
+    asset_name: str | None = Field(
+        None,
+        pattern=DAGSTER_NAME,
+        description="None: the collection name, characters outside [A-Za-z0-9_] as _; names the asset (last key "
+        "part) and the dlt pipeline, so two collections may not share one",
         json_schema_extra={"readme_default": "collection name"},
     )
     freshness: FreshnessConfig | None = Field(
@@ -349,9 +357,10 @@ class CollectionConfig(CollectionOptions):
     def _derived_names(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("name"), str):
             data = dict(data)
-            data.setdefault("asset_name", asset_name_for(data["name"]))
+            if data.get("asset_name") is None:
+                data["asset_name"] = asset_name_for(data["name"])
             if data.get("table_name") is None:
-                data["table_name"] = default_table_name(data["name"])
+                data["table_name"] = default_table_name(data["asset_name"])
         return data
 
     @model_validator(mode="after")
@@ -377,6 +386,13 @@ class _DatabaseOptions(_ConnectionOptions):
         None, description="None: raw_<database>", json_schema_extra={"readme_default": "raw_<database>"}
     )
     schedule: str | None = Field(None, description="None: no schedule; materialize by hand or from a job")
+    op_name: str | None = Field(
+        None,
+        pattern=DAGSTER_NAME,
+        description="None: mongodb_<database>, characters outside [A-Za-z0-9_] as _; also names the database's "
+        "<op_name>_job and <op_name>_schedule",
+        json_schema_extra={"readme_default": "mongodb_<database>"},
+    )
 
     @field_validator("key_prefix", mode="before")
     @classmethod
@@ -402,8 +418,9 @@ class DatabaseConfig(_DatabaseOptions):
     """One MongoDB database: one Dagster multi-asset loading into one dataset."""
 
     name: str
-    dataset: str = Field(min_length=1)
+    dataset: str = Field(min_length=1, description="as the warehouse stores it (naming.stored_dataset)")
     key_prefix: tuple[str, ...]
+    op_name: str
     collections: dict[str, CollectionConfig]
     line: int | None = None
 
@@ -414,6 +431,10 @@ class DatabaseConfig(_DatabaseOptions):
             data = dict(data)
             if data.get("dataset") is None:
                 data["dataset"] = default_dataset(default_of(ProjectConfig, "dataset_prefix"), data["name"])
+            elif isinstance(data["dataset"], str):
+                data["dataset"] = stored_dataset(data["dataset"])
+            if data.get("op_name") is None:
+                data["op_name"] = op_name_for(data["name"])
             if data.get("key_prefix") is None:
                 data["key_prefix"] = default_key_prefix(data["name"])
         return data

@@ -2,9 +2,13 @@
 
 The most specific level that gives an option wins (its value replaces the inherited one); only ``tags`` merge.
 An option no level gives takes its model field's default. Options that are valid alone but not together are
-reported where the most specific of them was given, naming where the others come from. Across databases, two
-collections may not share an asset key or a warehouse table. Every problem is collected before one ConfigError
-names them all, in line order.
+reported where the most specific of them was given, naming where the others come from. Every problem is
+collected before one ConfigError names them all, in line order.
+
+No two collections may share a place (naming.py decides the names): an asset key, a dlt pipeline, a table or a
+dlt schema in one dataset; nor may a table be named like another's child tables (``<table>__...``) or like dlt's
+own (``_dlt...``); nor may two databases share an op, or one database's dataset be another's staging dataset. The
+later of the two is refused, naming the file, line and key of both and the option that moves one of them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,7 +41,22 @@ from mongodb_dlt.config.models import (
     show_value,
 )
 from mongodb_dlt.errors import ConfigError
-from mongodb_dlt.naming import default_dataset, default_key_prefix
+from mongodb_dlt.naming import (
+    CHILD_TABLE_SEPARATOR,
+    Place,
+    collection_places,
+    database_job_name,
+    default_dataset,
+    default_key_prefix,
+    describe_place,
+    op_name,
+    parent_tables,
+    reserved_table_problem,
+    root_table,
+    schedule_name,
+    staging_dataset,
+    stored_dataset,
+)
 
 _SECRET_KEY = re.compile(
     r"(?i)credential|password|passwd|pwd|secret|private_key|token|api_?key|access_key|client_email|keyfile|key_file"
@@ -48,6 +68,10 @@ _NO_OPTIONS: Final = CollectionOptions()
 _CONFLICT_DEFAULTS: Final = {
     field: default_of(CollectionOptions, field) for field in ("write_disposition", "primary_key", "incremental")
 }
+_MOVE_BY_ASSET_NAME: Final = (
+    "set `asset_name` on one of them (it names the asset, the dlt pipeline and schema, and the table unless "
+    "`table_name` is set)"
+)
 
 
 def _empty_file(path: Path) -> ConfigError:
@@ -71,14 +95,35 @@ def _split_secrets(value: Any, path: YamlPath) -> tuple[Any, list[YamlPath]]:
     return kept, secrets
 
 
+@dataclass(slots=True, eq=False)
+class _Owner:
+    """Who holds a place: a collection (or a database, ``collection`` None) and where the YAML gives it."""
+
+    path: YamlPath
+    database: str
+    collection: str | None = None
+
+    def named(self, other: _Owner) -> str:
+        if self.collection is None:
+            return f"database {self.database!r}"
+        if self.database == other.database:
+            return f"collection {self.collection!r}"
+        return f"collection {self.collection!r} of database {self.database!r}"
+
+
 class _Resolver:
     """Turns the document's plain values into a ProjectConfig, recording every problem on the way."""
 
     def __init__(self, document: Document) -> None:
         self.doc = document
-        # Across databases: who produces each asset key, and who loads into each dataset table.
-        self.asset_keys: dict[tuple[str, ...], YamlPath] = {}
-        self.tables: dict[tuple[str, str], YamlPath] = {}
+        # Across databases, who holds each place (naming.collection_places) and each op; per dataset, the root
+        # tables and every prefix ``<p>`` of one that is followed by ``__`` (a root table there could be p's child).
+        self.places: dict[tuple[str, ...], _Owner] = {}
+        self.ops: dict[str, _Owner] = {}
+        self.datasets: dict[str, _Owner] = {}
+        self.stagings: dict[str, _Owner] = {}
+        self.roots: dict[tuple[str, str], _Owner] = {}
+        self.parents: dict[tuple[str, str], tuple[_Owner, str]] = {}
 
     def project(self, data: Any) -> ProjectConfig | None:
         doc = self.doc
@@ -260,9 +305,10 @@ class _Resolver:
         inherited_options = {
             field: value for field, value in inherited.items() if field in _COLLECTION_FIELDS
         }
-        dataset = section.dataset or default_dataset(dataset_prefix, name)
+        dataset = stored_dataset(section.dataset) if section.dataset else default_dataset(dataset_prefix, name)
         key_prefix = section.key_prefix or default_key_prefix(name)
-        asset_names: dict[str, YamlPath] = {}
+        op = section.op_name or op_name(name)
+        self.claim_database(name, section, dataset, op)
         resolved: dict[str, CollectionConfig] = {}
         for collection_name, path, options in collections:
             if options is None:
@@ -272,7 +318,7 @@ class _Resolver:
             )
             if collection is None:
                 continue
-            if not self.unique(collection, path, dataset, key_prefix, asset_names):
+            if not self.claim(collection, path, dataset, key_prefix):
                 continue
             resolved[collection_name] = collection
         if len(resolved) != len(collections):
@@ -285,6 +331,7 @@ class _Resolver:
             ),
             dataset=dataset,
             key_prefix=key_prefix,
+            op_name=op,
             schedule=section.schedule,
             collections=resolved,
             line=doc.line(where),
@@ -347,46 +394,114 @@ class _Resolver:
         where = origins[blamed][1] if blamed else path
         self.doc.problem(f"{problem} ({'; '.join(notes)})" if notes else problem, where)
 
-    def unique(
-        self,
-        collection: CollectionConfig,
-        path: YamlPath,
-        dataset: str,
-        key_prefix: tuple[str, ...],
-        asset_names: dict[str, YamlPath],
+    def where(self, owner: _Owner) -> str:
+        """An owner's place in the file, as a ConfigError names its own."""
+        error = self.doc.fail("", owner.path)
+        return f"{error.path}, line {error.line}, key {error.key}"
+
+    def refuse(self, this: _Owner, other: _Owner, problem: str, fix: str) -> None:
+        """Reports at ``this`` that it and ``other`` collide, naming where both are."""
+        line = self.doc.line(other.path)
+        self.doc.problem(
+            f"{this.named(other)} and {other.named(this)} (line {line}) would both {problem}; {fix}. "
+            f"The other is at {self.where(other)}",
+            this.path,
+        )
+
+    def claim_database(self, name: str, section: DatabaseSection, dataset: str, op: str) -> None:
+        """Refuses a database whose op (and jobs and schedule) another has, or whose dataset is where dlt stages
+        another's merge loads (dlt empties it after each load)."""
+        where: YamlPath = ("databases", name)
+        # each named where the YAML gives the name, or at the database when the name is its default
+        this = _Owner((*where, "op_name") if section.op_name else where, name)
+        other = self.ops.setdefault(op, this)
+        if other is not this:
+            names = f"op {op} (jobs and schedules {database_job_name(op)}, {schedule_name(op)})"
+            self.refuse(this, other, f"get {names}", "set `op_name` on one of them")
+        this = _Owner((*where, "dataset") if section.dataset else where, name)
+        staging = staging_dataset(dataset)
+        for own, stager, shared in (
+            (self.datasets.get(staging), this, staging),
+            (this, self.stagings.get(dataset), dataset),
+        ):
+            if own is not None and stager is not None:
+                self.refuse(
+                    this,
+                    stager if own is this else own,
+                    f"use dataset {shared}: {own.named(stager)} as its own, {stager.named(own)} to stage its merge "
+                    "loads in (dlt stages them in <dataset>_staging and empties it after each load)",
+                    "set `dataset` on one of them",
+                )
+        self.datasets.setdefault(dataset, this)
+        self.stagings.setdefault(staging, this)
+
+    def claim(
+        self, collection: CollectionConfig, path: YamlPath, dataset: str, key_prefix: tuple[str, ...]
     ) -> bool:
-        doc = self.doc
-        clash = asset_names.get(collection.asset_name)
-        if clash is not None:
-            doc.problem(
-                f"collection {collection.name!r} and collection {clash[-1]!r} (line {doc.line(clash)}) both "
-                f"become asset name {collection.asset_name!r} (characters outside [A-Za-z0-9_] become _), so "
-                "their assets would collide; keep only one of them",
-                path,
-            )
+        """Takes the collection's places, or reports (naming both) each collection that has one of them."""
+        this = _Owner(path, collection.database, collection.name)
+        table = root_table(collection.table_name)
+        if (problem := reserved_table_problem(table)) is not None:
+            self.doc.problem(f"{problem}; set `table_name` to another name", path)
             return False
-        asset_names[collection.asset_name] = path
-        key = (*key_prefix, collection.asset_name)
-        clash = self.asset_keys.get(key)
-        if clash is not None:
-            doc.problem(
-                f"asset key {'/'.join(key)} is also produced by {dotted(clash)} (line {doc.line(clash)}); "
-                "give the databases different key_prefix values",
-                path,
+        places = collection_places(collection.database, dataset, key_prefix, collection.asset_name, table)
+        shared: dict[int, tuple[_Owner, list[Place]]] = {}
+        for place in places:
+            other = self.places.get(place)
+            if other is not None:
+                shared.setdefault(id(other), (other, []))[1].append(place)
+        for other, common in shared.values():
+            self.refuse(this, other, _listed([describe_place(p) for p in common]), _fix(this, other, common))
+        clean = not shared and self.child_tables_apart(this, dataset, table)
+        if clean:
+            for place in places:
+                self.places[place] = this
+            self.roots[(dataset, table)] = this
+            for parent in parent_tables(table):
+                self.parents.setdefault((dataset, parent), (this, table))
+        return clean
+
+    def child_tables_apart(self, this: _Owner, dataset: str, table: str) -> bool:
+        """False (and reported) when the root table is named like another collection's child tables
+        (``<its table>__...``), or another's root table like one of its own."""
+        clashes: list[tuple[_Owner, str, _Owner, str]] = []  # (parent, its table, child, its table)
+        for parent in parent_tables(table):
+            owner = self.roots.get((dataset, parent))
+            if owner is not None:
+                clashes.append((owner, parent, this, table))
+        if (held := self.parents.get((dataset, table))) is not None:
+            clashes.append((this, table, *held))
+        for parent, parent_table, child, child_table in clashes:
+            other = child if parent is this else parent
+            separator = CHILD_TABLE_SEPARATOR
+            self.refuse(
+                this,
+                other,
+                f"write to table {dataset}.{child_table}: {child.named(parent)} as its own, {parent.named(child)} "
+                f"as the child table of an array field `{child_table.removeprefix(parent_table + separator)}` "
+                f"(arrays of a collection land in <its table>{separator}<field>)",
+                f"set `table_name` on one of them, so that neither table's name is the other's followed by {separator}",
             )
-            return False
-        self.asset_keys[key] = path
-        table = (dataset, collection.table_name)
-        clash = self.tables.get(table)
-        if clash is not None:
-            doc.problem(
-                f"loads into table {dataset}.{collection.table_name}, like {dotted(clash)} "
-                f"(line {doc.line(clash)}); set a different table_name or dataset",
-                path,
-            )
-            return False
-        self.tables[table] = path
-        return True
+        return not clashes
+
+
+def _listed(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _fix(this: _Owner, other: _Owner, common: Sequence[Place]) -> str:
+    """The YAML options that give one of two collections places of its own."""
+    kinds = {place[0] for place in common}
+    if this.database == other.database:
+        return "set `table_name` on one of them" if kinds == {"table"} else _MOVE_BY_ASSET_NAME
+    fixes = []
+    if kinds & {"table", "schema"}:
+        fixes.append("set `dataset` on one of the databases")
+    if "asset" in kinds:
+        fixes.append("give the databases different `key_prefix` values")
+    if "pipeline" in kinds:
+        fixes.append("set `asset_name` on one of the collections")
+    return _listed(fixes)
 
 
 @contextmanager

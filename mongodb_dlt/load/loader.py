@@ -110,7 +110,7 @@ class MongoDltLoader:
         """The collection's pipeline with its state and schema as the warehouse holds them, after undoing any
         load the warehouse never recorded as complete. The local working folder is dropped first: it is scratch
         space, and state from one warehouse or an older run must never drive a load."""
-        name = pipeline_name(collection.database, collection.name)
+        name = pipeline_name(collection.database, collection.asset_name)
         working_dir = self.destination.working_dir
         shutil.rmtree(working_dir / name, ignore_errors=True)  # what Pipeline.drop() removes
         pipeline = dlt.pipeline(pipeline_name=name, pipelines_dir=str(working_dir), dataset_name=dataset_name)
@@ -182,7 +182,7 @@ class MongoDltLoader:
         count_rows: bool,
     ) -> CollectionLoadResult:
         label = f"{collection.database}.{collection.name}"
-        lock_file = self.destination.working_dir / f"{pipeline_name(collection.database, collection.name)}.lock"
+        lock_file = self.destination.working_dir / f"{pipeline_name(collection.database, collection.asset_name)}.lock"
         with collection_lock(lock_file, label, run_id):
             # Finds out before the extract whether the warehouse can be written, and undoes a load that died.
             with self.destination.session(log) as destination:
