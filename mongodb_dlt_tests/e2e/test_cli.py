@@ -134,6 +134,19 @@ def test_discover_prints_a_yaml_snippet(standin: MongoStandIn, capsys: pytest.Ca
     assert out.splitlines() == ["databases:", "  crm: [contacts]", "  shop: [customers, orders]"]
 
 
+def test_discover_says_a_database_without_collections_cannot_be_loaded(
+    standin: MongoStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    standin.client.shop.orders.insert_one({"n": 1})
+    assert main(["discover", "--uri", standin.uri, "--database", "nosuchdb"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"error: database 'nosuchdb' on {standin.uri} has no collections: it does not exist, or holds none yet; "
+        "databases there: shop\n"
+    )
+
+
 def test_discover_reports_an_unreachable_server_without_the_password(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["discover", "--uri", "mongodb://u:TopSecret@127.0.0.1:9/?connectTimeoutMS=200", "--timeout", "1"]) == 1
     err = capsys.readouterr().err
