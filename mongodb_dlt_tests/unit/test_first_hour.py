@@ -13,6 +13,7 @@ import pytest
 
 from mongodb_dlt.cli import main
 from mongodb_dlt.component import COMPONENT_TYPE, ComponentConfigError, MongoDltComponent
+from mongodb_dlt.config import ConfigError, load_config, resolve_connection_url
 
 
 def _component_error(tmp_path: Path, yaml: str) -> str:
@@ -80,3 +81,94 @@ def test_discover_refuses_a_url_pymongo_cannot_use_in_one_line(
     assert captured.out == ""
     assert captured.err.startswith(f"error: {shown}") and captured.err.count("\n") == 1
     assert "p4ss" not in captured.err and "p@ss" not in captured.err
+
+
+NOT_A_URL = "is not a MongoDB connection URL: "
+
+
+@pytest.mark.parametrize(
+    ("yaml", "environment", "line", "key", "problem"),
+    [
+        pytest.param(
+            "databases:\n  shop: [orders]\n",
+            {"MONGODB_URI": "mongo://etl:Pa55word@db.internal/"},
+            1,
+            "databases",
+            f"'mongo://etl:****@db.internal/' (from environment variable MONGODB_URI) {NOT_A_URL}Invalid URI scheme: "
+            "URI must begin with 'mongodb://' or 'mongodb+srv://' (the built-in default connection_url, for every "
+            "database without its own)",
+            id="built-in-default-scheme",
+        ),
+        pytest.param(
+            "defaults:\n  connection_url: ${MONGODB_URI}\ndatabases:\n  shop: [orders]\n  crm: [people]\n",
+            {"MONGODB_URI": "mongodb://etl:Pa55@word@db.internal/"},
+            2,
+            "defaults.connection_url",
+            f"'mongodb://etl:****@db.internal/' (from environment variable MONGODB_URI) {NOT_A_URL}Username and "
+            "password must be escaped according to RFC 3986, use urllib.parse.quote_plus",
+            id="unescaped-at-once-for-two-databases",
+        ),
+        pytest.param(
+            "databases:\n  shop:\n    connection_url: mongodb://${USER_PW}@${HOST}/x\n    collections: [orders]\n",
+            {"USER_PW": "etl:Pa55/w$rd", "HOST": "db.internal"},
+            3,
+            "databases.shop.connection_url",
+            f"'mongodb://etl:****@db.internal/x' (from environment variables USER_PW, HOST) {NOT_A_URL}Bad database "
+            'name "****@db"',
+            id="unescaped-slash-in-a-password",
+        ),
+        pytest.param(
+            "databases:\n  shop:\n    connection_url: mongodb+srv://db.example.com:27017/\n    collections: [a]\n",
+            {},
+            3,
+            "databases.shop.connection_url",
+            f"'mongodb+srv://db.example.com:27017/' {NOT_A_URL}mongodb+srv:// URIs must not include a port number",
+            id="literal-srv-with-a-port",
+        ),
+    ],
+)
+def test_a_connection_url_pymongo_would_refuse_is_refused_where_it_was_written(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    yaml: str,
+    environment: dict[str, str],
+    line: int,
+    key: str,
+    problem: str,
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "databases.yaml"
+    path.write_text(yaml)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert [(e.path, e.line, e.key, e.problem) for e in raised.value.errors] == [(path, line, key, problem)]
+    assert "Pa55" not in str(raised.value) and "w$rd" not in str(raised.value)
+
+
+def test_an_srv_url_is_checked_without_looking_its_name_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONGODB_URI", "mongodb+srv://etl:Pa55word@cluster0.example.invalid/?retryWrites=true")
+    path = tmp_path / "databases.yaml"
+    path.write_text("databases:\n  shop: [orders]\n")
+    with monkeypatch.context() as offline:
+        offline.setattr("dns.resolver.resolve", lambda *args, **kwargs: pytest.fail("validation looked a name up"))
+        collection = load_config(path).databases["shop"].collections["orders"]
+        assert resolve_connection_url(collection).startswith("mongodb+srv://etl:Pa55word@cluster0.example.invalid/")
+
+
+def test_a_run_resolving_a_url_pymongo_would_refuse_says_where_it_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "databases.yaml"
+    path.write_text("defaults:\n  connection_url: ${MONGODB_URI}\ndatabases:\n  shop: [orders]\n")
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    orders = load_config(path).databases["shop"].collections["orders"]  # definitions load without the variable
+    monkeypatch.setenv("MONGODB_URI", "mongo://etl:Pa55word@db.internal/")
+    with pytest.raises(ConfigError) as raised:
+        resolve_connection_url(orders)
+    assert (raised.value.path, raised.value.line, raised.value.key) == (path, 2, "defaults.connection_url")
+    assert raised.value.problem == (
+        f"'mongo://etl:****@db.internal/' (from environment variable MONGODB_URI) {NOT_A_URL}Invalid URI scheme: URI "
+        "must begin with 'mongodb://' or 'mongodb+srv://'; it is the connection_url of database 'shop', needed to "
+        "load collection 'orders'"
+    )
