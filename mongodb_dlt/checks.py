@@ -11,7 +11,10 @@
 
 The checks are declared on the database's multi-asset and evaluated in the same step, right after the load: the
 counts are taken by the source (MongoDB) and the loader (warehouse), and the drift is what the source named. A
-collection that failed to load yields no check result: its check evaluations end with the failed step.
+collection that failed to load yields no check result: its check evaluations end with the failed step. A run that
+selects checks without their asset (a check's "Execute" button) fails before reading anything, saying so
+(``checks_without_their_asset``): Dagster offers every check of a subsettable multi-asset on its own, and has no
+option to withhold it but making the assets unsubsettable.
 """
 
 from __future__ import annotations
@@ -68,6 +71,22 @@ def check_results(
     if dg.AssetCheckKey(key, NO_TYPE_DRIFT) in selected:
         results.append(no_type_drift(key, result))
     return results
+
+
+def checks_without_their_asset(
+    selected_assets: Set[dg.AssetKey], selected_checks: Set[dg.AssetCheckKey]
+) -> str | None:
+    """Why a run that selected checks without their asset cannot evaluate them, or None when it did not."""
+    alone = sorted({check.asset_key.to_user_string() for check in selected_checks} - {
+        asset.to_user_string() for asset in selected_assets
+    })
+    if not alone:
+        return None
+    return (
+        "Asset checks are evaluated by their collection's load, from the counts and columns it measured, and do not "
+        f"run on their own: materialize {', '.join(alone)} to run {'its' if len(alone) == 1 else 'their'} checks. "
+        "Nothing was read or loaded."
+    )
 
 
 def _n(count: int) -> str:

@@ -282,6 +282,30 @@ def test_no_type_drift_takes_a_first_load_as_the_baseline(
     )
 
 
+def test_a_check_executed_on_its_own_fails_saying_it_runs_with_its_asset(
+    project: Project, config: ProjectConfig, standin: MongoStandIn, instance: dg.DagsterInstance
+) -> None:
+    # what a check's "Execute" button launches: a run selecting the check's key only
+    standin.clear_commands()
+    loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(project.pipelines_dir))
+    result = dg.materialize(
+        dlt_asset_factory(config),
+        selection=dg.AssetSelection.checks(dg.AssetCheckKey(key("merged"), ROWS_MATCH_SOURCE)),
+        resources={LOADER_RESOURCE_KEY: loader},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert result.get_asset_check_evaluations() == [] and result.get_asset_materialization_events() == []
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.error.message.strip() == (
+        "dagster._core.definitions.events.Failure: Asset checks are evaluated by their collection's load, from the "
+        "counts and columns it measured, and do not run on their own: materialize raw_shop/merged to run its "
+        "checks. Nothing was read or loaded."
+    )
+    assert standin.commands_seen("shop") == []
+
+
 def test_checks_run_only_for_the_selected_collections(
     project: Project, config: ProjectConfig, standin: MongoStandIn, instance: dg.DagsterInstance
 ) -> None:
