@@ -169,13 +169,9 @@ def demo(args: argparse.Namespace) -> int:
     try:
         from mongodb_dlt.testing import MongoStandIn, populate_sample_data
     except ModuleNotFoundError as error:
-        if (error.name or "").partition(".")[0] not in STANDIN_PACKAGES:
+        if (problem := missing_standin_package(error)) is None:
             raise
-        print(
-            f"error: the demo's MongoDB stand-in needs the demo extra ({error.name} is not installed): "
-            "pip install 'mongodb-dlt[demo]'",
-            file=sys.stderr,
-        )
+        print(f"error: {problem}", file=sys.stderr)
         return 2
 
     workdir = Path.cwd()
@@ -212,6 +208,16 @@ def demo(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+
+
+def missing_standin_package(error: ModuleNotFoundError) -> str | None:
+    """What to install when ``error`` is a package of the MongoDB stand-in (the demo extra) missing, else None."""
+    if (error.name or "").partition(".")[0] not in STANDIN_PACKAGES:
+        return None
+    return (
+        f"the demo's MongoDB stand-in needs the demo extra ({error.name} is not installed): "
+        "pip install 'mongodb-dlt[demo]'"
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
