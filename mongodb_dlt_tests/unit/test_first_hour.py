@@ -14,6 +14,7 @@ import pytest
 from mongodb_dlt.cli import main
 from mongodb_dlt.component import COMPONENT_TYPE, ComponentConfigError, MongoDltComponent
 from mongodb_dlt.config import ConfigError, load_config, resolve_connection_url
+from mongodb_dlt_tests.readme import README, code_block
 
 
 def _component_error(tmp_path: Path, yaml: str) -> str:
@@ -172,3 +173,44 @@ def test_a_run_resolving_a_url_pymongo_would_refuse_says_where_it_was_written(
         "must begin with 'mongodb://' or 'mongodb+srv://'; it is the connection_url of database 'shop', needed to "
         "load collection 'orders'"
     )
+
+
+@pytest.mark.parametrize(
+    ("primary_key", "problem"),
+    [
+        ("5", "expected a field name or a list of field names, got 5 (quote it in the YAML)"),
+        ("{field: order_id}", "expected a field name or a list of field names, got a mapping"),
+    ],
+)
+def test_primary_key_is_a_field_name_or_a_list_of_them_as_readme_says(
+    tmp_path: Path, primary_key: str, problem: str
+) -> None:
+    assert "| `primary_key` | `_id` | field or list of fields" in README.read_text()
+    path = tmp_path / "databases.yaml"
+    path.write_text(f"databases:\n  shop:\n    collections:\n      orders: {{primary_key: order_id}}\n"
+                    f"      lines: {{primary_key: [order_id, line]}}\n      bad: {{primary_key: {primary_key}}}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert [(e.line, e.key, e.problem) for e in raised.value.errors] == [
+        (6, "databases.shop.collections.bad.primary_key", problem)
+    ]
+    path.write_text(path.read_text().rpartition("      bad:")[0])
+    collections = load_config(path).databases["shop"].collections
+    assert collections["orders"].primary_key == ("order_id",)
+    assert collections["lines"].primary_key == ("order_id", "line")
+
+
+def test_readmes_validate_example_is_what_validate_prints_for_the_shipped_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # README's example: the shipped config/databases.yaml with transactions' write_disposition mistyped
+    [example] = code_block("Checking the YAML").splitlines()
+    shipped = README.parent / "config" / "databases.yaml"
+    (tmp_path / "config").mkdir()
+    text = shipped.read_text()
+    assert text.count("write_disposition: append") == 1
+    mistyped = text.replace("write_disposition: append", "write_disposition: upsert")
+    (tmp_path / "config" / "databases.yaml").write_text(mistyped)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--config", "config/databases.yaml"]) == 2
+    assert capsys.readouterr().err.splitlines() == [example]
