@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -47,7 +48,8 @@ environment:
   MONGODB_DLT_PIPELINES_DIR  dlt working folder (default: .mongodb_dlt/pipelines)
   DESTINATION__...           dlt destination credentials
 
-The demo's MongoDB stand-in needs the demo extra: pip install 'mongodb-dlt[demo]'."""
+The demo's MongoDB stand-in needs the demo extra, and --serve (dagster dev) the ui extra:
+pip install 'mongodb-dlt[demo,ui]'."""
 
 
 def _table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
@@ -172,6 +174,14 @@ def demo(args: argparse.Namespace) -> int:
         if (problem := missing_standin_package(error)) is None:
             raise
         print(f"error: {problem}", file=sys.stderr)
+        return 2
+
+    if args.serve and importlib.util.find_spec("dagster_webserver") is None:
+        print(
+            "error: --serve starts `dagster dev`, which needs Dagster's webserver (dagster-webserver is not "
+            "installed): pip install 'mongodb-dlt[demo,ui]'",
+            file=sys.stderr,
+        )
         return 2
 
     workdir = Path.cwd()

@@ -205,7 +205,7 @@ def test_help_tells_users_what_it_does_and_which_environment_it_reads() -> None:
         assert f"\n    {command}  " in done.stdout
     for variable in ("MONGODB_DLT_CONFIG", "MONGODB_URI", "MONGODB_DLT_PIPELINES_DIR"):
         assert f"\n  {variable} " in done.stdout
-    assert "pip install 'mongodb-dlt[demo]'" in done.stdout
+    assert "pip install 'mongodb-dlt[demo,ui]'" in done.stdout
 
 
 RUNTIME_IMPORTS = """
@@ -265,6 +265,20 @@ def test_the_stand_in_without_the_demo_extra_names_the_install_command(tmp_path:
         "pip install 'mongodb-dlt[demo]'\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_serve_without_the_webserver_names_the_install_command(tmp_path: Path) -> None:
+    script = (
+        "import sys; sys.modules['dagster_webserver'] = None; from mongodb_dlt.cli import main; "
+        "sys.exit(main(['demo', '--serve']))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: --serve starts `dagster dev`, which needs Dagster's webserver (dagster-webserver is not installed): "
+        "pip install 'mongodb-dlt[demo,ui]'\n"
+    )
+    assert done.stdout == "" and list(tmp_path.iterdir()) == []
 
 
 def _free_port() -> int:
