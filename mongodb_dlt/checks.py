@@ -4,12 +4,17 @@
   replace, no incremental) must hold as many documents (distinct ``_mongo_key`` in its root table) as MongoDB
   counts for its filter, between the counts taken just before and just after the read (at most ``limit``). Any
   other collection must have gained one root row per document this load read.
-- ``no_type_drift`` (WARN): the load added no variant column (a field holding a new type) and stored no field as
-  JSON that ``json_paths`` did not ask for.
+- ``no_type_drift`` (WARN): against the collection's earlier loads, the load added no variant column (a field
+  holding a new type) and stored no field as JSON that ``json_paths`` did not ask for. A first load (no earlier
+  columns) has nothing to drift from: it passes, and says which fields it found holding several types or stored
+  as JSON, the baseline later loads are compared with.
 
 The checks are declared on the database's multi-asset and evaluated in the same step, right after the load: the
 counts are taken by the source (MongoDB) and the loader (warehouse), and the drift is what the source named. A
-collection that failed to load yields no check result: its check evaluations end with the failed step.
+collection that failed to load yields no check result: its check evaluations end with the failed step. A run that
+selects checks without their asset (a check's "Execute" button) fails before reading anything, saying so
+(``checks_without_their_asset``): Dagster offers every check of a subsettable multi-asset on its own, and has no
+option to withhold it but making the assets unsubsettable.
 """
 
 from __future__ import annotations
@@ -42,9 +47,10 @@ def collection_check_specs(key: dg.AssetKey, collection: CollectionConfig, table
             "incremental boundary, which the previous load holds)."
         )
     drift = (
-        "Warns when a load adds a variant column (a field holding a type it did not hold before, "
-        "`<column>__v_<type>`) or stores a field as JSON that `json_paths` does not name (deeper than "
-        "`max_table_nesting`, or a data-keyed sub-document), naming the fields and the new columns."
+        "Warns when a load adds, against earlier loads, a variant column (a field holding a type it did not hold "
+        "before, `<column>__v_<type>`) or stores a field as JSON that `json_paths` does not name (deeper than "
+        "`max_table_nesting`, or a data-keyed sub-document), naming the fields and the new columns. The first load "
+        "has no earlier loads: it passes and sets the baseline."
     )
     return [
         dg.AssetCheckSpec(ROWS_MATCH_SOURCE, asset=key, description=rows),
@@ -65,6 +71,22 @@ def check_results(
     if dg.AssetCheckKey(key, NO_TYPE_DRIFT) in selected:
         results.append(no_type_drift(key, result))
     return results
+
+
+def checks_without_their_asset(
+    selected_assets: Set[dg.AssetKey], selected_checks: Set[dg.AssetCheckKey]
+) -> str | None:
+    """Why a run that selected checks without their asset cannot evaluate them, or None when it did not."""
+    alone = sorted({check.asset_key.to_user_string() for check in selected_checks} - {
+        asset.to_user_string() for asset in selected_assets
+    })
+    if not alone:
+        return None
+    return (
+        "Asset checks are evaluated by their collection's load, from the counts and columns it measured, and do not "
+        f"run on their own: materialize {', '.join(alone)} to run {'its' if len(alone) == 1 else 'their'} checks. "
+        "Nothing was read or loaded."
+    )
 
 
 def _n(count: int) -> str:
@@ -197,7 +219,18 @@ def no_type_drift(key: dg.AssetKey, result: CollectionLoadResult) -> dg.AssetChe
     variants = [column for column in result.new_columns if column.variant]
     json_fallbacks = [column for column in result.new_columns if column.json_fallback]
     lines = [_describe_variant(column) for column in variants] + [_describe_json(column) for column in json_fallbacks]
-    if lines:
+    first_load = _first_load(result)
+    if lines and first_load:
+        summary = (
+            "First load, the baseline later loads are compared with: "
+            + "; ".join(
+                [f"`{c.path}` holds {c.type} values besides {c.plain_type} ones (column `{c.table}.{c.column}`)"
+                 for c in variants]
+                + [f"`{c.path}` is stored as JSON (column `{c.table}.{c.column}`)" for c in json_fallbacks]
+            )
+        )
+        explanation = summary + "\n\n" + "\n".join(f"- {line}" for line in lines)
+    elif lines:
         summary = "Type drift: " + "; ".join(
             [f"`{c.path}` got {c.type} values (new column `{c.table}.{c.column}`)" for c in variants]
             + [f"`{c.path}` landed as JSON (new column `{c.table}.{c.column}`)" for c in json_fallbacks]
@@ -210,9 +243,10 @@ def no_type_drift(key: dg.AssetKey, result: CollectionLoadResult) -> dg.AssetChe
     return dg.AssetCheckResult(
         asset_key=key,
         check_name=NO_TYPE_DRIFT,
-        passed=not lines,
+        passed=first_load or not lines,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
+            "first_load": dg.MetadataValue.bool(first_load),
             "fields": dg.MetadataValue.json(sorted({column.path for column in (*variants, *json_fallbacks)})),
             "variant_columns": dg.MetadataValue.json(_by_column(variants)),
             "json_columns": dg.MetadataValue.json(_by_column(json_fallbacks)),
@@ -220,6 +254,13 @@ def no_type_drift(key: dg.AssetKey, result: CollectionLoadResult) -> dg.AssetChe
         },
         description=summary,
     )
+
+
+def _first_load(result: CollectionLoadResult) -> bool:
+    """The load started from no columns of the collection: every column it has is one it named itself. (What it
+    named is what it added to the columns it started from, so the two are equal only when it started from none.)"""
+    named = {(column.table, column.column) for column in result.new_columns}
+    return named == {(table, column) for table, columns in result.column_paths.items() for column in columns}
 
 
 def _by_column(columns: Iterable[NewColumn]) -> dict[str, str]:

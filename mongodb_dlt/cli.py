@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -14,8 +15,10 @@ from collections.abc import Iterator, Sequence
 from importlib.resources import files
 from pathlib import Path
 
+import pymongo  # already imported by mongodb_dlt.errors
+
 from mongodb_dlt.config import ProjectConfig, config_path, load_config, resolve_env
-from mongodb_dlt.errors import ConfigError, mask_secrets, mask_url
+from mongodb_dlt.errors import ConfigError, describe_error, mask_secrets, mask_url
 
 DEMO_CONFIG = "demo_databases.yaml"
 DEMO_DUCKDB = "mongodb_dlt_demo.duckdb"
@@ -45,7 +48,8 @@ environment:
   MONGODB_DLT_PIPELINES_DIR  dlt working folder (default: .mongodb_dlt/pipelines)
   DESTINATION__...           dlt destination credentials
 
-The demo's MongoDB stand-in needs the demo extra: pip install 'mongodb-dlt[demo]'."""
+The demo's MongoDB stand-in needs the demo extra, and --serve (dagster dev) the ui extra:
+pip install 'mongodb-dlt[demo,ui]'."""
 
 
 def _table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
@@ -113,45 +117,75 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def discover(args: argparse.Namespace) -> int:
-    import pymongo
-
     uri = args.uri or os.environ.get("MONGODB_URI")
     if not uri:
         print("error: give --uri or set MONGODB_URI", file=sys.stderr)
         return 2
-    client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=args.timeout * 1000)
+    client: pymongo.MongoClient | None = None
     try:
-        names = [args.database] if args.database else sorted(
-            n for n in client.list_database_names() if n not in SYSTEM_DATABASES
-        )
-        snippet = ["databases:"]
-        for name in names:
-            collections = sorted(
-                c for c in client[name].list_collection_names() if not c.startswith("system.")
+        # Inside the try: the client parses the URL (and looks a mongodb+srv:// name up) as it is made.
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=args.timeout * 1000)
+        names = [args.database] if args.database else _database_names(client)
+        listed = {name: _collections(client, name) for name in names}
+        if args.database and not listed[args.database]:
+            print(
+                f"error: database {args.database!r} on {mask_url(uri)} has no collections: it does not exist, or "
+                f"holds none yet{_databases_there(client)}",
+                file=sys.stderr,
             )
-            print(f"# {name}: {len(collections)} collection(s)", file=sys.stderr)
-            for collection in collections:
-                count = client[name][collection].estimated_document_count()
-                print(f"#   {collection}: ~{count} documents", file=sys.stderr)
-            snippet.append(f"  {name}: [{', '.join(collections)}]")
+            return 1
     except pymongo.errors.PyMongoError as error:
-        print(f"error: cannot list {mask_url(uri)}: {mask_secrets(str(error))}", file=sys.stderr)
+        problem = str(error) if isinstance(error, pymongo.errors.ConnectionFailure) else describe_error(error)
+        print(f"error: cannot list {mask_url(uri)}: {mask_secrets(problem)}", file=sys.stderr)
         return 1
     finally:
-        client.close()
+        if client is not None:
+            client.close()
+    snippet = ["databases:"]
+    for name, collections in listed.items():
+        print(f"# {name}: {len(collections)} collection(s)", file=sys.stderr)
+        for collection, count in collections.items():
+            print(f"#   {collection}: ~{count} documents", file=sys.stderr)
+        if collections:
+            snippet.append(f"  {name}: [{', '.join(collections)}]")
+        else:
+            print("#   left out: it has no collection to load", file=sys.stderr)
+    if len(snippet) == 1:
+        print(f"error: {mask_url(uri)} has no database with a collection to load", file=sys.stderr)
+        return 1
     print("\n".join(snippet))
     return 0
 
 
+def _database_names(client: pymongo.MongoClient) -> list[str]:
+    return sorted(name for name in client.list_database_names() if name not in SYSTEM_DATABASES)
+
+
+def _collections(client: pymongo.MongoClient, database: str) -> dict[str, int]:
+    """The collections of ``database`` (system ones left out) and their estimated document counts."""
+    names = sorted(name for name in client[database].list_collection_names() if not name.startswith("system."))
+    return {name: client[database][name].estimated_document_count() for name in names}
+
+
+def _databases_there(client: pymongo.MongoClient) -> str:
+    """``; databases there: a, b`` where the user may list the server's databases, else nothing."""
+    try:
+        return f"; databases there: {', '.join(_database_names(client)) or 'none'}"
+    except pymongo.errors.OperationFailure:  # rights on one database do not include listing the others
+        return ""
 def demo(args: argparse.Namespace) -> int:
     try:
         from mongodb_dlt.testing import MongoStandIn, populate_sample_data
     except ModuleNotFoundError as error:
-        if (error.name or "").partition(".")[0] not in STANDIN_PACKAGES:
+        if (problem := missing_standin_package(error)) is None:
             raise
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+
+    if args.serve and importlib.util.find_spec("dagster_webserver") is None:
         print(
-            f"error: the demo's MongoDB stand-in needs the demo extra ({error.name} is not installed): "
-            "pip install 'mongodb-dlt[demo]'",
+            "error: --serve starts `dagster dev`, which needs Dagster's webserver (dagster-webserver is not "
+            "installed): pip install 'mongodb-dlt[demo,ui]'",
             file=sys.stderr,
         )
         return 2
@@ -190,6 +224,16 @@ def demo(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+
+
+def missing_standin_package(error: ModuleNotFoundError) -> str | None:
+    """What to install when ``error`` is a package of the MongoDB stand-in (the demo extra) missing, else None."""
+    if (error.name or "").partition(".")[0] not in STANDIN_PACKAGES:
+        return None
+    return (
+        f"the demo's MongoDB stand-in needs the demo extra ({error.name} is not installed): "
+        "pip install 'mongodb-dlt[demo]'"
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:

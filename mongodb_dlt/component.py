@@ -6,6 +6,9 @@ with ``config_path`` (relative to the defs.yaml). Either way config/ validates i
 and key the user wrote, and ``dg check defs`` shows them. Several components (clusters, destinations) merge into
 one code location: each binds its loader under a resource key of its own, names its all-collections job after its
 folder, and leaves the executor to the project.
+
+A problem in the YAML reaches ``dg check defs``, ``dagster dev`` and the UI as dg shows a schema error in a
+defs.yaml: ``file:line - key problem`` above the lines around it, a caret at the key, for each problem.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ from typing import Any
 
 import dagster as dg
 from dagster.components import Scaffolder, ScaffoldRequest, scaffold_with
+from dagster.components.core.component_tree import ComponentTreeException
+from dagster_shared.yaml_utils.source_position import LineCol, SourcePosition, SourcePositionTree
 from pydantic import Field
 
-from mongodb_dlt.config import ProjectConfig, load_config
+from mongodb_dlt.config import ConfigError, ProjectConfig, load_config
 from mongodb_dlt.config.models import TOP_LEVEL_KEYS
 from mongodb_dlt.definitions import build_definitions
+from mongodb_dlt.errors import mask_secrets
 from mongodb_dlt.naming import MongoDltTranslator, component_job_name, component_resource_key, component_slug
 
 DEFS_FILE = "defs.yaml"
+COMPONENT_TYPE = "mongodb_dlt.MongoDltComponent"
 SCAFFOLDED_ATTRIBUTES = """\
 # One asset per collection, one multi-asset per database. The keys below are those of databases.yaml
 # (see the mongodb-dlt README); `config_path: databases.yaml` instead reads them from a file beside this one.
@@ -35,6 +42,35 @@ destination:
 databases:
   sample_mflix: [movies, comments]
 """
+
+
+class ComponentConfigError(ComponentTreeException):
+    """The problems of a component's YAML, each as dg shows a defs.yaml schema error (``show_problem``).
+
+    A ComponentTreeException because Dagster shows one of those as it is, where it wraps any other error in one,
+    under the component tree and two stack traces that bury the message."""
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__("\n".join(show_problem(problem) for problem in error.errors))
+
+
+def show_problem(error: ConfigError) -> str:
+    """``file:line - <component type> key problem`` and the lines around it, a caret at the key: the frame
+    ``dg check yaml`` draws (with Dagster's own renderer), secrets in those lines masked."""
+    head = f"{error.path}:{error.line}" if error.line is not None else str(error.path)
+    title = f"{head} - {COMPONENT_TYPE} {error.key + ' ' if error.key else ''}{error.problem}"
+    if error.path is None or error.line is None:
+        return title
+    try:
+        lines = error.path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return title
+    text = lines[error.line - 1] if error.line <= len(lines) else ""
+    name = (error.key or "").rpartition(".")[2].partition("[")[0]
+    column = text.find(name) if name and name in text else len(text) - len(text.lstrip())
+    where = SourcePosition(str(error.path), LineCol(error.line, column + 1), LineCol(error.line, column + 1))
+    frame = SourcePositionTree(where, {}).source_error([], error.problem, value_error=False)
+    return mask_secrets(f"{title}\n{frame.snippet}")
 
 
 class MongoDltScaffolder(Scaffolder):
@@ -65,9 +101,13 @@ class MongoDltComponent(dg.Component, dg.Resolvable, dg.Model):
         defs_file = context.path / DEFS_FILE
         if self.config_path:
             if inline:
-                raise dg.DagsterInvalidDefinitionError(
-                    f"{defs_file}: attributes config_path and {', '.join(inline)} exclude each other: "
-                    "give the databases in one place"
+                tree = context.resolution_context.source_position_tree
+                where = tree.lookup(["attributes", "config_path"]) if tree else None
+                raise ConfigError(
+                    f"config_path and {', '.join(inline)} exclude each other: give the databases in one place",
+                    path=defs_file,
+                    line=where.start.line if where else None,
+                    key="attributes.config_path",
                 )
             return load_config(context.path / self.config_path)
         return load_config(defs_file, section=("attributes",))
@@ -78,9 +118,13 @@ class MongoDltComponent(dg.Component, dg.Resolvable, dg.Model):
         return MongoDltTranslator()
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        try:
+            config = self.project_config(context)
+        except ConfigError as error:
+            raise ComponentConfigError(error) from None
         slug = component_slug(context.path.relative_to(context.defs_module_path).parts)
         return build_definitions(
-            self.project_config(context),
+            config,
             resource_key=component_resource_key(slug),
             all_collections_job=component_job_name(slug),
             base=Path(context.project_root),

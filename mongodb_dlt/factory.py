@@ -24,7 +24,7 @@ from typing import Any
 
 import dagster as dg
 
-from mongodb_dlt.checks import ROWS_MATCH_SOURCE, check_results, collection_check_specs
+from mongodb_dlt.checks import ROWS_MATCH_SOURCE, check_results, checks_without_their_asset, collection_check_specs
 from mongodb_dlt.config import CollectionConfig, DatabaseConfig, ProjectConfig, resolve_connection_url
 from mongodb_dlt.errors import ConfigError, MongoUnreachableError
 from mongodb_dlt.extract.mongo import check_reachable
@@ -236,14 +236,8 @@ def _database_asset(
         run_worker = multiprocessing.parent_process()
         selected = [(key, c) for key, c in collections_by_key.items() if key in context.selected_asset_keys]
         selected_checks = context.selected_asset_check_keys
-        checks_alone = sorted(
-            {check.asset_key.to_user_string() for check in selected_checks} - {k.to_user_string() for k, _ in selected}
-        )
-        if checks_alone:
-            context.log.warning(
-                "Checks are evaluated by their collection's load; select the asset with them to run them: "
-                + ", ".join(checks_alone)
-            )
+        if (alone := checks_without_their_asset(context.selected_asset_keys, selected_checks)) is not None:
+            raise dg.Failure(description=alone, allow_retries=False)
 
         unreachable = _unreachable(context, database, [c for _, c in selected])
         to_load = [(key, c) for key, c in selected if c.name not in unreachable]

@@ -1,7 +1,9 @@
 """``${VAR}`` and ``${VAR:-default}`` in the YAML's strings: resolved while the YAML loads, except in
 ``connection_url``, which stays raw until a run needs it (``resolve_connection_url``), so definitions load
 without the variable and the secret never sits in a config object or an error message. ``$${`` is a literal
-``${``; ``${VAR:-default}`` takes the default when VAR is unset or empty, as the shell does.
+``${``; ``${VAR:-default}`` takes the default when VAR is unset or empty, as the shell does. A connection URL whose
+variables are set is parsed as pymongo parses it (``connection_url_problem``), when the YAML loads and again when a
+run resolves it, so a URL pymongo would refuse is named where it was written instead of failing the run.
 """
 
 from __future__ import annotations
@@ -9,8 +11,12 @@ from __future__ import annotations
 import os
 import re
 from typing import TYPE_CHECKING
+from urllib.parse import unquote_plus
 
-from mongodb_dlt.errors import ConfigError
+import pymongo.errors
+from pymongo.uri_parser_shared import _validate_uri
+
+from mongodb_dlt.errors import ConfigError, mask_secrets
 
 if TYPE_CHECKING:
     from mongodb_dlt.config.models import CollectionConfig
@@ -50,6 +56,54 @@ def interpolation_problem(value: str, missing: list[str], malformed: bool) -> st
     return f"environment variable {names} is not set (give a default with ${{{missing[0]}:-...}} or set it)"
 
 
+def connection_url_problem(value: str) -> str | None:
+    """What pymongo would refuse in the connection URL ``value`` (as the YAML wrote it, ``${VAR}`` included) once
+    its variables are resolved, or None: also None while a variable is unset, a problem reported on its own.
+
+    ``_validate_uri`` is the check ``MongoClient`` itself runs on its URL, called as it calls it (an unknown option
+    warns, as it does there); the DNS lookup of a mongodb+srv:// name comes later in ``MongoClient`` and belongs to
+    the run: validating must not depend on DNS."""
+    resolved, missing, malformed = interpolate(value)
+    if missing or malformed or not resolved.strip():
+        return None
+    try:
+        _validate_uri(resolved, validate=True, warn=True, normalize=False)
+    except (pymongo.errors.ConfigurationError, ValueError) as error:  # InvalidURI is one; a bad port is a ValueError
+        names = list(dict.fromkeys(match["name"] for match in _ENV_REFERENCE.finditer(value) if match["name"]))
+        origin = f" (from environment variable{'s' if len(names) > 1 else ''} {', '.join(names)})" if names else ""
+        return (
+            f"{_without_password(resolved)!r}{origin} is not a MongoDB connection URL: "
+            f"{_hide_password(str(error), resolved)}"
+        )
+    return None
+
+
+def _userinfo_span(url: str) -> tuple[int, int] | None:
+    """Where the password of ``url`` is, as pymongo splits it: after the first ``:`` of what precedes the last
+    ``@`` of the part before any ``?``."""
+    start = url.find("://") + 3 if "://" in url else 0
+    at = url.rfind("@", start, len(url.partition("?")[0]))
+    colon = url.find(":", start, at) if at >= 0 else -1
+    return (colon + 1, at) if colon >= 0 and at > colon + 1 else None
+
+
+def _without_password(url: str) -> str:
+    span = _userinfo_span(url)
+    return mask_secrets(f"{url[:span[0]]}****{url[span[1]:]}" if span else url)
+
+
+def _hide_password(text: str, url: str) -> str:
+    """``text`` without the password of ``url``: pymongo's messages may quote the user:password part, or the part
+    of it after an unescaped ``/`` (as a database name), where ``mask_secrets`` cannot see it."""
+    span = _userinfo_span(url)
+    if span:
+        password = url[span[0]:span[1]]
+        pieces = {password, unquote_plus(password), *password.split("/")}
+        for written in sorted(pieces - {""}, key=len, reverse=True):
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(written)}(?![A-Za-z0-9])", "****", text)
+    return mask_secrets(text)
+
+
 def resolve_env(value: str, *, where: str = "") -> str:
     """``value`` with ``${VAR}`` and ``${VAR:-default}`` resolved; an unset variable is a ConfigError."""
     resolved, missing, malformed = interpolate(value)
@@ -74,6 +128,12 @@ def resolve_connection_url(collection: CollectionConfig) -> str:
             collection,
             f"connection_url of database {collection.database!r} is empty once resolved "
             f"(needed to load collection {collection.name!r})",
+        )
+    if (problem := connection_url_problem(collection.connection_url)) is not None:
+        raise _connection_url_error(
+            collection,
+            f"{problem}; it is the connection_url of database {collection.database!r}, needed to load collection "
+            f"{collection.name!r}",
         )
     return resolved
 

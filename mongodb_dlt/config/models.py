@@ -288,10 +288,19 @@ class CollectionOptions(_Frozen):
         so its root table should hold as many documents as MongoDB does; any other adds what it reads."""
         return self.incremental is None and self.write_disposition in ("merge", "replace")
 
-    @field_validator("primary_key", "json_paths", mode="before")
+    @field_validator("json_paths", mode="before")
     @classmethod
     def _name_list(cls, value: Any) -> Any:
         return _names(value)
+
+    @field_validator("primary_key", mode="before")
+    @classmethod
+    def _primary_key(cls, value: Any) -> Any:
+        # Worded as README gives it: pydantic would only say it expected a list.
+        if value is None or isinstance(value, str | list | tuple):
+            return _names(value)
+        quote = " (quote it in the YAML)" if isinstance(value, int | float) else ""
+        raise ValueError(f"expected a field name or a list of field names, got {show_value(value)}{quote}")
 
     @field_validator("filter", mode="before")
     @classmethod

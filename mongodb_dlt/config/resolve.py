@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mongodb_dlt.config.document import Document, YamlPath, dotted
+from mongodb_dlt.config.env import connection_url_problem
 from mongodb_dlt.config.models import (
     TOP_LEVEL_KEYS,
     CollectionConfig,
@@ -296,8 +297,13 @@ class _Resolver:
                 origins[field] = (level, (*layer_path, field))
         url_origin = origins.get("connection_url")
         url_path = url_origin[1] if url_origin else None
+        connection_url = inherited.get("connection_url", default_of(DefaultsSection, "connection_url"))
+        if (problem := connection_url_problem(connection_url)) is not None:
+            # Once per place it was given; the built-in default is reported once, under databases.
+            note = "" if url_path else " (the built-in default connection_url, for every database without its own)"
+            doc.problem(f"{problem}{note}", url_path or ("databases",))
         connection = {
-            "connection_url": inherited.get("connection_url", default_of(DefaultsSection, "connection_url")),
+            "connection_url": connection_url,
             "path": doc.path,
             "connection_url_line": doc.line(url_path) if url_path else None,
             "connection_url_key": dotted(url_path) if url_path else None,

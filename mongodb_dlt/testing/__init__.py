@@ -7,8 +7,23 @@ comparison order (``patch_mongomock_bson_ordering``, also callable on its own fo
 Needs the ``demo`` extra: ``pip install 'mongodb-dlt[demo]'``.
 """
 
-from mongodb_dlt.testing.mongomock_compat import patch_mongomock_bson_ordering
-from mongodb_dlt.testing.sample_data import SAMPLE_COLLECTIONS, populate_sample_data
-from mongodb_dlt.testing.server import MongoStandIn
+from __future__ import annotations
 
-__all__ = ["SAMPLE_COLLECTIONS", "MongoStandIn", "patch_mongomock_bson_ordering", "populate_sample_data"]
+import importlib
+from typing import Any
+
+# Imported on first use, so that `python -m mongodb_dlt.testing` (which imports this package first) can say what to
+# install when the demo extra is missing, as `mongodb-dlt demo` does.
+_EXPORTS = {
+    "SAMPLE_COLLECTIONS": "sample_data",
+    "MongoStandIn": "server",
+    "patch_mongomock_bson_ordering": "mongomock_compat",
+    "populate_sample_data": "sample_data",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from mongodb_dlt.testing import MongoStandIn, populate_sample_data
+from mongodb_dlt.cli import missing_standin_package
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,6 +21,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42, help="sample data seed (default 42)")
     parser.add_argument("--scale", type=float, default=1.0, help="sample data size factor (default 1.0)")
     args = parser.parse_args(argv)
+    try:
+        from mongodb_dlt.testing import MongoStandIn, populate_sample_data
+    except ModuleNotFoundError as error:  # as `mongodb-dlt demo` says it
+        if (problem := missing_standin_package(error)) is None:
+            raise
+        sys.stderr.write(f"error: {problem}\n")
+        return 2
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -134,6 +134,19 @@ def test_discover_prints_a_yaml_snippet(standin: MongoStandIn, capsys: pytest.Ca
     assert out.splitlines() == ["databases:", "  crm: [contacts]", "  shop: [customers, orders]"]
 
 
+def test_discover_says_a_database_without_collections_cannot_be_loaded(
+    standin: MongoStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    standin.client.shop.orders.insert_one({"n": 1})
+    assert main(["discover", "--uri", standin.uri, "--database", "nosuchdb"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"error: database 'nosuchdb' on {standin.uri} has no collections: it does not exist, or holds none yet; "
+        "databases there: shop\n"
+    )
+
+
 def test_discover_reports_an_unreachable_server_without_the_password(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["discover", "--uri", "mongodb://u:TopSecret@127.0.0.1:9/?connectTimeoutMS=200", "--timeout", "1"]) == 1
     err = capsys.readouterr().err
@@ -192,7 +205,7 @@ def test_help_tells_users_what_it_does_and_which_environment_it_reads() -> None:
         assert f"\n    {command}  " in done.stdout
     for variable in ("MONGODB_DLT_CONFIG", "MONGODB_URI", "MONGODB_DLT_PIPELINES_DIR"):
         assert f"\n  {variable} " in done.stdout
-    assert "pip install 'mongodb-dlt[demo]'" in done.stdout
+    assert "pip install 'mongodb-dlt[demo,ui]'" in done.stdout
 
 
 RUNTIME_IMPORTS = """
@@ -231,14 +244,41 @@ def test_runtime_modules_never_import_the_standin_packages() -> None:
     assert "mongodb_dlt.testing" not in imported
 
 
-def test_demo_without_the_demo_extra_names_the_install_command(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param("from mongodb_dlt.cli import main; sys.exit(main(['demo']))", id="mongodb-dlt demo"),
+        pytest.param(
+            "import runpy; sys.argv = ['python -m mongodb_dlt.testing']; "
+            "runpy.run_module('mongodb_dlt.testing', run_name='__main__', alter_sys=True)",
+            id="python -m mongodb_dlt.testing",
+        ),
+    ],
+)
+def test_the_stand_in_without_the_demo_extra_names_the_install_command(tmp_path: Path, command: str) -> None:
     # None in sys.modules makes `import mongomock` fail as it does where the extra is not installed.
-    script = "import sys; sys.modules['mongomock'] = None; from mongodb_dlt.cli import main; sys.exit(main(['demo']))"
+    script = f"import sys; sys.modules['mongomock'] = None; {command}"
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "mongomock is not installed" in done.stderr and "pip install 'mongodb-dlt[demo]'" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.stderr == (
+        "error: the demo's MongoDB stand-in needs the demo extra (mongomock is not installed): "
+        "pip install 'mongodb-dlt[demo]'\n"
+    )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_serve_without_the_webserver_names_the_install_command(tmp_path: Path) -> None:
+    script = (
+        "import sys; sys.modules['dagster_webserver'] = None; from mongodb_dlt.cli import main; "
+        "sys.exit(main(['demo', '--serve']))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: --serve starts `dagster dev`, which needs Dagster's webserver (dagster-webserver is not installed): "
+        "pip install 'mongodb-dlt[demo,ui]'\n"
+    )
+    assert done.stdout == "" and list(tmp_path.iterdir()) == []
 
 
 def _free_port() -> int:

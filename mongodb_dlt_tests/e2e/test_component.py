@@ -48,7 +48,8 @@ class DgProject:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_DLT_", "DAGSTER_"))},
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(root / "src"),
+            # the project's code first, then that of the test run (a checkout on PYTHONPATH tests its own mongodb_dlt)
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(root / "src"), os.environ.get("PYTHONPATH")])),
             "MONGODB_URI": uri,
             "DAGSTER_HOME": str(root / "dagster_home"),
             "RUNTIME__DLTHUB_TELEMETRY": "false",
@@ -98,8 +99,13 @@ def test_scaffold_check_list_and_launch_into_duckdb(dg_project: DgProject) -> No
     failed = dg_project.dg("check", "defs", ok=False)
     assert failed.returncode != 0
     line = next(n for n, text in enumerate(defs_yaml.read_text().splitlines(), 1) if "upsrt" in text)
-    assert (f"{defs_yaml}, line {line}, key attributes.databases.shop.collections.orders.write_disposition: "
-            "'upsrt' is not one of merge, append, replace") in failed.stdout + failed.stderr
+    # as dg shows a schema error: file:line, key and problem over the lines around it, without a stack of causes
+    shown = failed.stdout + failed.stderr
+    assert (f"{defs_yaml}:{line} - {COMPONENT} attributes.databases.shop.collections.orders.write_disposition "
+            "'upsrt' is not one of merge, append, replace") in shown
+    assert f"{line} |         orders: {{write_disposition: upsrt}}" in shown
+    assert "^ 'upsrt' is not one of merge, append, replace" in shown
+    assert "The above exception was caused by" not in shown and "ComponentTreeException" not in shown
 
     defs_yaml.write_text(text.replace("upsrt", "merge"))
     listed = dg_project.dg("list", "defs", "--json")
@@ -196,5 +202,6 @@ def test_two_components_and_the_users_own_assets_share_one_code_location(
             assert connection.execute(f"select count(*) from {table}").fetchone() == (rows,)
 
     # an error in the referenced file names that file, its line and key
-    message = f"{run.config}, line 4, key databases.crm.shedule: unknown key 'shedule'"
+    message = f"{run.config}:4 - {COMPONENT} databases.crm.shedule unknown key 'shedule'"
     assert message in run.failed.stdout + run.failed.stderr
+    assert "The above exception was caused by" not in run.failed.stdout + run.failed.stderr

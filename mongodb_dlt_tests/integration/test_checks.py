@@ -252,6 +252,60 @@ def test_no_type_drift_warns_when_a_sub_document_goes_json(
     assert drift.description == "Type drift: `scores` landed as JSON (new column `merged.scores`)"
 
 
+def test_no_type_drift_takes_a_first_load_as_the_baseline(
+    project: Project, config: ProjectConfig, standin: MongoStandIn, instance: dg.DagsterInstance
+) -> None:
+    # as the demo's theaters: an array deeper than max_table_nesting (2), and a field already holding two types
+    standin.client.shop.merged.update_many({}, {"$set": {"location": {"geo": {"coordinates": [-73.9, 40.7]}}}})
+    standin.client.shop.merged.update_one({"_id": 4}, {"$set": {"n": "four"}})
+    first = evaluations(materialize(project, config, instance, ["merged"]))["merged", NO_TYPE_DRIFT]
+    assert first.passed
+    details = metadata(first)
+    assert details["first_load"] is True
+    assert details["json_columns"] == {"merged.location__geo__coordinates": "location.geo.coordinates (json)"}
+    assert details["variant_columns"] == {"merged.n__v_string": "n (string)"}
+    assert first.description == (
+        "First load, the baseline later loads are compared with: `n` holds string values besides int64 ones "
+        "(column `merged.n__v_string`); `location.geo.coordinates` is stored as JSON (column "
+        "`merged.location__geo__coordinates`)"
+    )
+
+    again = evaluations(materialize(project, config, instance, ["merged"]))["merged", NO_TYPE_DRIFT]
+    assert again.passed and metadata(again)["first_load"] is False
+
+    # what a later load adds at that depth is drift
+    standin.client.shop.merged.update_one({"_id": 5}, {"$set": {"location.geo.bounds": [0.5, 1.5]}})
+    later = evaluations(materialize(project, config, instance, ["merged"]))["merged", NO_TYPE_DRIFT]
+    assert not later.passed and metadata(later)["first_load"] is False
+    assert later.description == (
+        "Type drift: `location.geo.bounds` landed as JSON (new column `merged.location__geo__bounds`)"
+    )
+
+
+def test_a_check_executed_on_its_own_fails_saying_it_runs_with_its_asset(
+    project: Project, config: ProjectConfig, standin: MongoStandIn, instance: dg.DagsterInstance
+) -> None:
+    # what a check's "Execute" button launches: a run selecting the check's key only
+    standin.clear_commands()
+    loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(project.pipelines_dir))
+    result = dg.materialize(
+        dlt_asset_factory(config),
+        selection=dg.AssetSelection.checks(dg.AssetCheckKey(key("merged"), ROWS_MATCH_SOURCE)),
+        resources={LOADER_RESOURCE_KEY: loader},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert result.get_asset_check_evaluations() == [] and result.get_asset_materialization_events() == []
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.error.message.strip() == (
+        "dagster._core.definitions.events.Failure: Asset checks are evaluated by their collection's load, from the "
+        "counts and columns it measured, and do not run on their own: materialize raw_shop/merged to run its "
+        "checks. Nothing was read or loaded."
+    )
+    assert standin.commands_seen("shop") == []
+
+
 def test_checks_run_only_for_the_selected_collections(
     project: Project, config: ProjectConfig, standin: MongoStandIn, instance: dg.DagsterInstance
 ) -> None:

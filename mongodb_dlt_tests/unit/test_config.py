@@ -782,7 +782,7 @@ def test_wrong_types(tmp_path: Path) -> None:
     assert_problem(error, path, 5, f"{base}.batch_size", "expected a whole number, got 'lots'")
     assert_problem(error, path, 6, f"{base}.filter", "expected a mapping")
     assert_problem(error, path, 7, f"{base}.tags.pii", "expected a string", "quote it")
-    assert_problem(error, path, 8, f"{base}.primary_key", "expected a list")
+    assert_problem(error, path, 8, f"{base}.primary_key", "a field name or a list of field names")
     assert_problem(error, path, 9, f"{base}.projection", "list of field names")
     assert_problem(error, path, 10, f"{base}.retries", "expected a mapping")
     assert len(error.errors) == 6

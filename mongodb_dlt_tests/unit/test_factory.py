@@ -150,15 +150,14 @@ def test_selecting_one_collection_loads_only_it(config: ProjectConfig) -> None:
     }
 
 
-def test_a_check_selected_alone_loads_nothing_and_says_why(config: ProjectConfig) -> None:
+def test_a_check_selected_alone_loads_nothing_and_fails_saying_why(config: ProjectConfig) -> None:
     movies = dg.AssetKey(["raw_sample_mflix", "movies"])
     with dg.instance_for_test() as instance:
         result = materialize(config, dg.AssetSelection.checks(dg.AssetCheckKey(movies, NO_TYPE_DRIFT)), instance)
-        assert result.success and CALLS == []
+        assert not result.success and CALLS == []
         assert result.get_asset_check_evaluations() == []
-        logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
-    assert any(line.startswith("Checks are evaluated by their collection's load") and line.endswith(
-        ": raw_sample_mflix/movies") for line in logs), logs
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "materialize raw_sample_mflix/movies to run its checks" in failure.step_failure_data.error.message
 
 
 def test_rows_are_counted_only_when_their_check_is_selected(config: ProjectConfig) -> None:
