@@ -103,13 +103,17 @@ def projection(
     return dict.fromkeys(fields, 1)
 
 
-def query(user_filter: Mapping[str, Any] | None, cursor_field: str | None, start: Any) -> dict[str, Any]:
-    """The user's filter, and for an incremental read ``{cursor: {$gte: start}}`` (``$ne: null`` without one)."""
+def query(
+    user_filter: Mapping[str, Any] | None, cursor_field: str | None, cursor_conditions: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The user's filter, and for an incremental read the cursor's conditions (one per type bracket, from
+    ``cursor.CursorState``): a document matching any of them is read."""
     found = dict(user_filter or {})
     if cursor_field is None:
         return found
-    # documents without the cursor (or with null) could never be read incrementally later: never read them
-    condition = {cursor_field: {"$ne": None} if start is None else {"$gte": start}}
+    conditions = [{cursor_field: condition} for condition in cursor_conditions]
+    # an $or of ranges on one field: each uses the field's index, and their sorted results merge (SORT_MERGE)
+    condition = conditions[0] if len(conditions) == 1 else {"$or": conditions}
     return {"$and": [found, condition]} if found else condition
 
 

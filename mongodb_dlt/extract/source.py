@@ -104,17 +104,19 @@ def mongodb_collection(
         except CurrentLoadPackageStateNotAvailable:
             load_id = None  # iterated outside a pipeline: nothing is loaded, so nothing can need undoing
         assembler = Assembler(names, options, run_stats, load_id, settings.cursor_path, first_load)
-        cursor_state = CursorState.load(dlt.current.resource_state(), cursor_field) if cursor_field else None
+        cursor_state = CursorState.load(dlt.current.resource_state(), cursor_field, label) if cursor_field else None
         conversions = ConversionQueue(label, conversion_processes)
 
         client_used = client if client is not None else mongo.connect(connection_url)  # type: ignore[arg-type]
         try:
             source = client_used[database][collection]
-            start = None
+            cursor_conditions = []
             if cursor_state is not None:
                 initial_value = options.incremental.initial_value if options.incremental else None
-                start = cursor_state.start_value(source, initial_value)
-            query = mongo.query(options.filter, cursor_field, start)
+                cursor_conditions = cursor_state.conditions(
+                    source, initial_value, merges=options.merges, key_paths=settings.key_paths
+                )
+            query = mongo.query(options.filter, cursor_field, cursor_conditions)
             logger.debug("%s: find %s sort %s", label, query, sort)
             tagged = {"comment": options.comment} if options.comment else {}
             if count_documents:
@@ -130,7 +132,7 @@ def mongodb_collection(
                 allow_disk_use=cursor_field is not None or None,
                 **tagged,
             )
-            boundary = cursor_state.boundary() if cursor_state is not None else (None, frozenset())
+            boundary = cursor_state.boundary() if cursor_state is not None else None
             for raw in raw_batches:
                 if not names.json_paths <= run_settings.json_paths:
                     run_settings = replace(run_settings, json_paths=run_settings.json_paths | names.json_paths)
