@@ -89,17 +89,19 @@ def check_reachable(connection_url: str) -> None:
 def projection(
     configured: Sequence[str] | Mapping[str, Any] | None, required: Iterable[str]
 ) -> dict[str, Any] | None:
-    """The projection sent: a list of fields gets the ``required`` ones added; a projection document is sent as
-    the user wrote it; None reads every field."""
+    """The projection sent: a list of fields gets the ``required`` ones added whole; a projection document is sent
+    as the user wrote it (validation refuses one that drops a required field); None reads every field."""
     if configured is None:
         return None
     if isinstance(configured, Mapping):
         return dict(configured)
     fields = list(configured)
     for field_name in required:
-        # MongoDB rejects projecting both a field and its parent or child ("path collision")
-        if not any(field_name == f or field_name.startswith(f"{f}.") or f.startswith(f"{field_name}.") for f in fields):
-            fields.append(field_name)
+        if any(field_name == f or field_name.startswith(f"{f}.") for f in fields):
+            continue  # listed, or inside a listed field
+        # a listed part of it would leave the rest out (and MongoDB rejects projecting a field and its child)
+        fields = [f for f in fields if not f.startswith(f"{field_name}.")]
+        fields.append(field_name)
     return dict.fromkeys(fields, 1)
 
 
