@@ -2,8 +2,9 @@
 
 ``mongodb_collection`` reads one collection with the options of one ``CollectionOptions`` (the YAML's collection
 options, defaults included); ``mongodb`` groups several into a dlt source. The server gets the user filter and, for
-an incremental collection, ``{cursor: {"$gte": last_value}}`` sorted by the cursor, so a run reads only new
-documents. Without incremental the read is sorted by ``_id`` so it is deterministic.
+an incremental collection, the cursor's conditions (``$gte`` the last value in each BSON type bracket, cursor.py)
+sorted by the cursor, so a run reads only new documents, whatever their cursor's type. Without incremental the read
+is sorted by ``_id`` so it is deterministic.
 
 Each server reply (``find_raw_batches``: the BSON bytes, not decoded) is converted to Arrow by ``bson_arrow``
 (in worker processes once the read is long enough, workers.py), while this process keeps reading; the converted
