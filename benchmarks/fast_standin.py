@@ -11,7 +11,9 @@ database ``--database`` (default ``bench``), all views of one deterministic sequ
 
 Every document has ``_id`` (ObjectId), ``seq`` (int) and ``created_at`` (date), all increasing with the stored
 order, so ``find`` answers a sort on any of them ascending, and a filter ``{}``, ``{f: {$gte|$gt|$lt|$lte: v}}``,
-``{f: {$ne: null}}``, ``{f: {$exists: true}}`` or ``{$and: [...]}`` of those, by binary search; a projection
+``{f: {$ne: null}}``, ``{f: {$exists: true}}``, ``{$and: [...]}`` of those, or an incremental read's ``{$or: [...]}``
+of one condition per BSON type bracket (``$type``, ``$eq``, or a comparison with a value of another type: all
+match nothing but the stored type's), by binary search; a projection
 only when it keeps every field (pymongoarrow sends one). Anything else gets an error reply instead of a wrong
 answer.
 
@@ -180,22 +182,55 @@ class CommandError(Exception):
         self.code_name = code_name
 
 
+class _OtherBracket(CommandError):
+    """A comparison with a value of another BSON type bracket than the stored one's: MongoDB matches nothing."""
+
+
+# $type aliases of the stored fields' types (seq int, created_at date, _id ObjectId)
+_TYPE_ALIASES = {int: "number", datetime.datetime: "date", ObjectId: "objectId"}
+
+
+def _branch_range(store: Store, collection: Collection, branch: dict[str, Any]) -> tuple[int, int]:
+    """``[start, stop)`` of one branch of an ``$or``; empty when it selects another type bracket."""
+    ((name, condition),) = branch.items()
+    ((operator, value),) = condition.items() if isinstance(condition, dict) else (("$eq", condition),)
+    if name not in store.keys:
+        raise CommandError(f"fast stand-in: unsupported filter {branch!r}")
+    if operator == "$type":
+        return (0, collection.count) if _TYPE_ALIASES.get(type(store.keys[name][0])) == value else (0, 0)
+    if operator == "$eq" and type(value) is not type(store.keys[name][0]):
+        return 0, 0
+    try:
+        return _range_for(store, collection, branch)
+    except _OtherBracket:
+        return 0, 0
+
+
 def _range_for(store: Store, collection: Collection, query: dict[str, Any]) -> tuple[int, int]:
     """``[start, stop)`` of the stored documents matching ``query``."""
     start, stop = 0, collection.count
     conditions: list[tuple[str, Any]] = []
+    or_ranges: list[tuple[int, int]] = []
 
     def collect(part: dict[str, Any]) -> None:
         for key, value in part.items():
             if key == "$and":
                 for item in value:
                     collect(item)
+            elif key == "$or":
+                found = [_branch_range(store, collection, item) for item in value]
+                ranges = [(begin, end) for begin, end in found if begin < end]
+                if len(ranges) > 1:
+                    raise CommandError(f"fast stand-in: an $or matching in several branches {part!r}")
+                or_ranges.append(ranges[0] if ranges else (0, 0))
             elif key in store.keys and isinstance(value, dict):
                 conditions.extend((key, item) for item in value.items())
             else:
                 raise CommandError(f"fast stand-in: unsupported filter {part!r}")
 
     collect(query)
+    for or_start, or_stop in or_ranges:
+        start, stop = max(start, or_start), min(stop, or_stop)
     for name, (operator, value) in conditions:
         keys = store.keys[name]
         try:
@@ -212,7 +247,7 @@ def _range_for(store: Store, collection: Collection, query: dict[str, Any]) -> t
             else:
                 raise CommandError(f"fast stand-in: unsupported operator {operator!r} on {name!r}")
         except TypeError as error:  # a value of another BSON type than the stored one
-            raise CommandError(f"fast stand-in: cannot compare {name!r} with {value!r}") from error
+            raise _OtherBracket(f"fast stand-in: cannot compare {name!r} with {value!r}") from error
     return start, max(start, stop)
 
 

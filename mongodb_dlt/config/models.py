@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import functools
+import math
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from bson import json_util
+from bson import Binary, Decimal128, ObjectId, Regex, Timestamp, json_util
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -105,11 +106,69 @@ def _from_extended_json(value: Any) -> Any:
     return value
 
 
+def _is_nan(value: Any) -> bool:
+    if isinstance(value, Decimal128):
+        return value.to_decimal().is_nan()
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _initial_value_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be where an incremental read starts, or None. It must be a single value MongoDB
+    compares by range: a document, an array, NaN or a regular expression has no place to start from."""
+    if isinstance(value, dict | list):
+        return "a document or an array has no single place in MongoDB's order to start from"
+    if _is_nan(value):
+        return "MongoDB's $gte NaN matches NaN alone"
+    if isinstance(value, Regex):
+        return "MongoDB cannot select regular expressions by range"
+    if isinstance(value, bool | int | float | str | dt.datetime | ObjectId | Decimal128 | Timestamp | Binary):
+        return None
+    return f"a {type(value).__name__} is not a value a read starts from"
+
+
+_INITIAL_VALUE_TYPES: Final = (
+    "a number, a string, a date-time, an ObjectId ({$oid: ...}), a boolean, a timestamp ({$timestamp: ...}) or "
+    "binary data"
+)
+
+
+def _show_projection(projection: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{key}: {value!r}" for key, value in projection.items()) + "}"
+
+
+def projection_change(projection: dict[str, Any], field: str) -> str | None:
+    """How a projection document changes ``field`` ("leaves out", "keeps only part of", "rewrites"), or None when
+    the field comes back whole. MongoDB's rules: a document of inclusions returns only the fields it names (and
+    ``_id`` unless ``_id: 0``), one of exclusions (0 or false) returns all others; a value that is not a plain 1/0
+    (``$slice``, ``$elemMatch``, an expression, a positional ``a.$``) rewrites its field."""
+    inclusion = any(value not in (0, False) for key, value in projection.items() if key != "_id")
+    kept_whole = not inclusion or field == "_id" or field.startswith("_id.")
+    for key, value in projection.items():
+        parent, child = field == key or field.startswith(f"{key}."), key.startswith(f"{field}.")
+        if not (parent or child):
+            continue
+        plain = isinstance(value, bool | int | float) and "$" not in key
+        if not plain:
+            return "rewrites"
+        if value in (0, False):
+            return "leaves out" if parent else "keeps only part of"
+        if parent:
+            kept_whole = True
+        elif not kept_whole:
+            return "keeps only part of"
+    return None if kept_whole else "leaves out"
+
+
 def option_conflicts(
-    write_disposition: str, primary_key: tuple[str, ...], incremental: IncrementalConfig | None
+    write_disposition: str,
+    primary_key: tuple[str, ...],
+    incremental: IncrementalConfig | None,
+    projection: tuple[str, ...] | dict[str, Any] | None = None,
 ) -> list[tuple[tuple[str, ...], str]]:
     """Combinations of options that are each valid alone: (the options involved, the problem)."""
     conflicts = []
+    if isinstance(projection, dict):
+        conflicts.extend(_projection_conflicts(write_disposition, primary_key, incremental, projection))
     if incremental is not None and write_disposition == "replace":
         problem = (
             "incremental with write_disposition replace would lose data: every run would replace the whole table "
@@ -122,6 +181,45 @@ def option_conflicts(
             "or replace"
         )
         conflicts.append((("primary_key", "write_disposition"), problem))
+    return conflicts
+
+
+def _projection_conflicts(
+    write_disposition: str,
+    primary_key: tuple[str, ...],
+    incremental: IncrementalConfig | None,
+    projection: dict[str, Any],
+) -> list[tuple[tuple[str, ...], str]]:
+    """A projection document that drops or changes a field the read needs: the primary key under merge (it tells
+    the documents apart) or incremental (it de-duplicates the boundary), and the incremental cursor."""
+    needed: list[tuple[str, tuple[str, ...], str]] = []
+    if write_disposition == "merge":
+        needed += [
+            (key, ("projection", "primary_key", "write_disposition"), "which primary_key uses to tell documents "
+             "apart under write_disposition merge: documents would merge into one row")
+            for key in primary_key
+        ]
+    elif incremental is not None:
+        needed += [
+            (key, ("projection", "primary_key", "incremental"), "which primary_key uses to tell apart the "
+             "documents at the incremental cursor's last value: they would be skipped or loaded twice")
+            for key in primary_key
+        ]
+    if incremental is not None:
+        needed.append(
+            (incremental.cursor_field, ("projection", "incremental"), "the incremental cursor_field: the reads "
+             "would lose their place")
+        )
+    conflicts = []
+    for field_name, options, why in needed:
+        change = projection_change(projection, field_name)
+        if change is not None:
+            problem = (
+                f"projection {_show_projection(projection)} {change} {field_name}, {why}; keep {field_name} whole "
+                "in the projection, or give the projection as a list of fields (a list always keeps _id, "
+                "primary_key and the cursor_field)"
+            )
+            conflicts.append((options, problem))
     return conflicts
 
 
@@ -190,7 +288,11 @@ class IncrementalConfig(_Frozen):
     @field_validator("initial_value", mode="before")
     @classmethod
     def _initial_value(cls, value: Any) -> Any:
-        return _parse_initial_value(value)
+        value = _parse_initial_value(_from_extended_json(value))
+        problem = None if value is None else _initial_value_problem(value)
+        if problem is not None:
+            raise ValueError(f"{show_value(value)} cannot be an initial_value: {problem}; give {_INITIAL_VALUE_TYPES}")
+        return value
 
 
 class FreshnessConfig(_Frozen):
@@ -374,7 +476,7 @@ class CollectionConfig(CollectionOptions):
 
     @model_validator(mode="after")
     def _consistent(self) -> CollectionConfig:
-        conflicts = option_conflicts(self.write_disposition, self.primary_key, self.incremental)
+        conflicts = option_conflicts(self.write_disposition, self.primary_key, self.incremental, self.projection)
         if conflicts:
             raise ValueError("; ".join(problem for _, problem in conflicts))
         return self

@@ -67,7 +67,8 @@ _LEVEL_DEFAULTS, _LEVEL_DATABASE, _LEVEL_COLLECTION = 1, 2, 3
 _NO_OPTIONS: Final = CollectionOptions()
 # The options option_conflicts weighs, as they are when no level gives them (read once: every collection needs them).
 _CONFLICT_DEFAULTS: Final = {
-    field: default_of(CollectionOptions, field) for field in ("write_disposition", "primary_key", "incremental")
+    field: default_of(CollectionOptions, field)
+    for field in ("write_disposition", "primary_key", "incremental", "projection")
 }
 _MOVE_BY_ASSET_NAME: Final = (
     "set `asset_name` on one of them (it names the asset, the dlt pipeline and schema, and the table unless "
@@ -366,6 +367,7 @@ class _Resolver:
             values.get("write_disposition", _CONFLICT_DEFAULTS["write_disposition"]),
             values.get("primary_key", _CONFLICT_DEFAULTS["primary_key"]),
             values.get("incremental", _CONFLICT_DEFAULTS["incremental"]),
+            values.get("projection", _CONFLICT_DEFAULTS["projection"]),
         )
         for fields, problem in conflicts:
             self.conflict(fields, problem, origins, path)

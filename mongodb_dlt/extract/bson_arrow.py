@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ from mongodb_dlt.extract.bson_types import (
     identity,
     keys_are_data,
     relaxed_json,
+    sort_bracket,
     tagged,
 )
 from mongodb_dlt.results import JSON_TAG
@@ -88,6 +89,20 @@ class ConvertedTable:
     list_index: pa.Array | None = None
 
 
+Boundary = Mapping[str, frozenset[str]]
+"""The previous incremental run's last cursor identity in each type bracket, and the keys it loaded there: a
+document with such a cursor and key is skipped by the walk."""
+
+
+@dataclass
+class CursorEnd:
+    """The cursor value of the last document of one type bracket in a batch (the reads are sorted on the cursor,
+    so the brackets come one after the other), and the keys of the documents of the batch at that value."""
+
+    value: Any
+    keys: list[str]
+
+
 @dataclass
 class ConvertedBatch:
     """A batch of documents as Arrow columns per table, plus what incremental loading and errors need."""
@@ -95,9 +110,8 @@ class ConvertedBatch:
     documents: int
     tables: dict[TablePath, ConvertedTable]
     keys: pa.Array
-    last_cursor: Any = None
-    """The raw cursor value of the last document (the reads are sorted on the cursor), or None."""
-    keys_at_last_cursor: list[str] = field(default_factory=list)
+    cursor_ends: list[CursorEnd] = field(default_factory=list)
+    """Per type bracket of the cursor met in the batch, in read order: where the batch ends in that bracket."""
     skipped: int = 0
     """Documents left out because the previous run loaded them (the incremental boundary)."""
 
@@ -303,19 +317,14 @@ class _Walker:
 
 
 def convert_documents(
-    documents: Iterable[dict[str, Any]],
-    settings: ConversionSettings,
-    boundary_cursor: str | None = None,
-    boundary_keys: frozenset[str] = frozenset(),
+    documents: Iterable[dict[str, Any]], settings: ConversionSettings, boundary: Boundary | None = None
 ) -> ConvertedBatch:
-    """Converts decoded documents. Documents whose cursor identity is ``boundary_cursor`` and whose key is in
-    ``boundary_keys`` were loaded by the previous incremental run and are skipped."""
+    """Converts decoded documents. Documents whose cursor identity is in ``boundary`` with their key were loaded
+    by the previous incremental run and are skipped."""
     walker = _Walker(settings)
     keys: list[str] = []
     cursor_path = settings.cursor_path
-    last_cursor: Any = None
-    keys_at_last: list[str] = []
-    last_cursor_identity: str | None = None
+    ends = _CursorEnds()
     documents_seen = skipped = 0
     for document in documents:
         documents_seen += 1
@@ -325,12 +334,10 @@ def convert_documents(
             if type(cursor) is Symbol:  # the server compares a Symbol and a String as one type: the same bound
                 cursor = cursor.text
             cursor_identity = identity(cursor)
-            if boundary_cursor is not None and cursor_identity == boundary_cursor and key in boundary_keys:
+            if boundary and key in boundary.get(cursor_identity, ()):
                 skipped += 1
                 continue
-            if cursor_identity != last_cursor_identity:
-                last_cursor, last_cursor_identity, keys_at_last = cursor, cursor_identity, []
-            keys_at_last.append(key)
+            ends.add(cursor, cursor_identity, key)
         keys.append(key)
         walker.document(document)
     tables = {path: builder.build(path == ()) for path, builder in walker.tables.items()}
@@ -338,18 +345,33 @@ def convert_documents(
         documents=documents_seen - skipped,
         tables=tables,
         keys=pa.array(keys, type=pa.string()),
-        last_cursor=last_cursor,
-        keys_at_last_cursor=keys_at_last,
+        cursor_ends=ends.ends,
         skipped=skipped,
     )
 
 
-def convert_raw_batch(
-    raw: bytes,
-    settings: ConversionSettings,
-    boundary_cursor: str | None = None,
-    boundary_keys: frozenset[str] = frozenset(),
-) -> ConvertedBatch:
+class _CursorEnds:
+    """``CursorEnd``s collected document by document, in read order."""
+
+    def __init__(self) -> None:
+        self.ends: list[CursorEnd] = []
+        self.bracket: int | None = None
+        self.identity: str | None = None
+
+    def add(self, cursor: Any, cursor_identity: str, key: str) -> None:
+        if cursor_identity == self.identity:
+            self.ends[-1].keys.append(key)
+            return
+        bracket = sort_bracket(cursor)
+        end = CursorEnd(cursor, [key])
+        if bracket == self.bracket:
+            self.ends[-1] = end
+        else:
+            self.ends.append(end)
+        self.bracket, self.identity = bracket, cursor_identity
+
+
+def convert_raw_batch(raw: bytes, settings: ConversionSettings, boundary: Boundary | None = None) -> ConvertedBatch:
     """Decodes the concatenated BSON documents of one server reply and converts them: in C when the batch is the
     common case (``_fastwalk``), else by bson's decoder and the Python walk. Both give the same result."""
     if _fastwalk is not None and _fast_settings(settings):
@@ -357,12 +379,12 @@ def convert_raw_batch(
         cache = _KEY_CLASSES.setdefault(objects, {})
         walked = _fastwalk.walk(raw, _max_depth(settings), _classifier(objects), cache, _KEY_CLASS_LIMIT)
         # a document the previous incremental run loaded at its last cursor value is skipped by the Python walk
-        if walked is not None and (boundary_cursor is None or boundary_keys.isdisjoint(walked[0])):
+        if walked is not None and (not boundary or all(keys.isdisjoint(walked[0]) for keys in boundary.values())):
             batch = _batch_from_walk(*walked)
             if settings.cursor_path is not None:
-                _add_last_cursor(batch, raw, settings.cursor_path, walked[0])
+                _add_cursor_ends(batch, raw, settings.cursor_path, walked[0])
             return batch
-    return convert_documents(_decode_batch(raw), settings, boundary_cursor, boundary_keys)
+    return convert_documents(_decode_batch(raw), settings, boundary)
 
 
 def _decode_batch(raw: bytes) -> list[dict[str, Any]]:
@@ -458,25 +480,38 @@ def _decode_keeping_symbols(data: bytes, start: int, is_array: bool = False) -> 
     return [value for _, value in values] if is_array else dict(values)
 
 
-def _add_last_cursor(batch: ConvertedBatch, raw: bytes, cursor_path: FieldPath, keys: list[str]) -> None:
-    """``last_cursor`` and ``keys_at_last_cursor`` as ``convert_documents`` sets them: the cursor value of the
-    last document, and the keys of the documents that end the batch with that value, decoded from the end."""
+def _add_cursor_ends(batch: ConvertedBatch, raw: bytes, cursor_path: FieldPath, keys: list[str]) -> None:
+    """``cursor_ends`` as ``convert_documents`` sets them, decoding as few documents as it can: a batch whose first
+    and last cursors share a type bracket lies within that bracket (the read is sorted), so only the documents
+    that end it at its last value are decoded, from the end; a batch across brackets (rare: one per bracket
+    boundary of the read) has every cursor decoded."""
     starts = []
     offset = 0
     while offset < len(raw):
         starts.append(offset)
         offset += int.from_bytes(raw[offset : offset + 4], "little")
-    last_identity = None
-    at_last: list[str] = []
-    for number in range(len(starts) - 1, -1, -1):
+    if not starts:
+        return
+
+    def cursor_at(number: int) -> Any:
         end = starts[number + 1] if number + 1 < len(starts) else len(raw)
-        cursor = get_path(bson.decode(raw[starts[number] : end], CODEC_OPTIONS), cursor_path)
-        if last_identity is None:
-            batch.last_cursor, last_identity = cursor, identity(cursor)
-        elif identity(cursor) != last_identity:
+        return get_path(bson.decode(raw[starts[number] : end], CODEC_OPTIONS), cursor_path)
+
+    last = cursor_at(len(starts) - 1)
+    if sort_bracket(cursor_at(0)) != sort_bracket(last):
+        ends = _CursorEnds()
+        for number in range(len(starts)):
+            cursor = cursor_at(number)
+            ends.add(cursor, identity(cursor), keys[number])
+        batch.cursor_ends = ends.ends
+        return
+    last_identity = identity(last)
+    at_last = [keys[-1]]
+    for number in range(len(starts) - 2, -1, -1):
+        if identity(cursor_at(number)) != last_identity:
             break
         at_last.append(keys[number])
-    batch.keys_at_last_cursor = at_last[::-1]
+    batch.cursor_ends = [CursorEnd(last, at_last[::-1])]
 
 
 _KEY_CLASSES: dict[int, dict[tuple[str, ...], int]] = {}
@@ -523,7 +558,7 @@ def _batch_from_walk(keys: list[str], tables: list[tuple[Any, ...]]) -> Converte
 def locate_conversion_error(
     raw: bytes,
     settings: ConversionSettings,
-    boundary: tuple[str | None, frozenset[str]],
+    boundary: Boundary | None,
     label: str,
     error: Exception,
 ) -> DocumentConversionError:
@@ -534,7 +569,7 @@ def locate_conversion_error(
         document = raw[offset : offset + length]
         offset += length
         try:
-            convert_raw_batch(document, settings, *boundary)
+            convert_raw_batch(document, settings, boundary)
         except Exception as document_error:
             document_id, field_name = _locate_field(document, settings)
             return DocumentConversionError(

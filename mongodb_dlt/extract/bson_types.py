@@ -31,6 +31,7 @@ data-keyed map, json_paths
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -305,3 +306,48 @@ def get_path(document: Mapping[str, Any], path: FieldPath) -> Any:
             return None
         value = value.get(key)
     return value
+
+
+# The server's canonical type ranks (src/mongo/bson/bsontypes.h, canonicalizeBSONType): ``$gt``/``$gte``/``$lt``
+# match values of the operand's bracket only, and a sort orders brackets by these ranks. Values as
+# ``CODEC_OPTIONS`` decodes them (a DBRef is an embedded document; bool before int: bool subclasses int).
+BRACKET_MIN_KEY, BRACKET_NULL, BRACKET_NUMBER, BRACKET_STRING, BRACKET_OBJECT, BRACKET_ARRAY = -1, 5, 10, 15, 20, 25
+BRACKET_BINARY, BRACKET_OBJECT_ID, BRACKET_BOOL, BRACKET_DATE, BRACKET_TIMESTAMP, BRACKET_REGEX = 30, 35, 40, 45, 47, 50
+BRACKET_CODE, BRACKET_CODE_WITH_SCOPE, BRACKET_MAX_KEY = 60, 65, 127
+_BRACKETS: dict[type, int] = {
+    bool: BRACKET_BOOL,
+    int: BRACKET_NUMBER,
+    Int64: BRACKET_NUMBER,
+    float: BRACKET_NUMBER,
+    Decimal128: BRACKET_NUMBER,
+    str: BRACKET_STRING,
+    dict: BRACKET_OBJECT,
+    DBRef: BRACKET_OBJECT,
+    list: BRACKET_ARRAY,
+    Binary: BRACKET_BINARY,
+    bytes: BRACKET_BINARY,
+    ObjectId: BRACKET_OBJECT_ID,
+    DatetimeMS: BRACKET_DATE,
+    Timestamp: BRACKET_TIMESTAMP,
+    Regex: BRACKET_REGEX,
+    re.Pattern: BRACKET_REGEX,
+    MinKey: BRACKET_MIN_KEY,
+    MaxKey: BRACKET_MAX_KEY,
+}
+
+
+def sort_bracket(value: Any) -> int:
+    """The rank of ``value``'s type bracket in MongoDB's comparison and sort order (``BRACKET_*``)."""
+    if value is None:
+        return BRACKET_NULL
+    if isinstance(value, Code):  # a str subclass
+        return BRACKET_CODE if value.scope is None else BRACKET_CODE_WITH_SCOPE
+    rank = _BRACKETS.get(type(value))
+    if rank is not None:
+        return rank
+    if isinstance(value, dt.datetime):
+        return BRACKET_DATE
+    for value_type, type_rank in _BRACKETS.items():
+        if isinstance(value, value_type):
+            return type_rank
+    raise TypeError(f"no BSON type bracket for {type(value).__name__}")

@@ -89,27 +89,33 @@ def check_reachable(connection_url: str) -> None:
 def projection(
     configured: Sequence[str] | Mapping[str, Any] | None, required: Iterable[str]
 ) -> dict[str, Any] | None:
-    """The projection sent: a list of fields gets the ``required`` ones added; a projection document is sent as
-    the user wrote it; None reads every field."""
+    """The projection sent: a list of fields gets the ``required`` ones added whole; a projection document is sent
+    as the user wrote it (validation refuses one that drops a required field); None reads every field."""
     if configured is None:
         return None
     if isinstance(configured, Mapping):
         return dict(configured)
     fields = list(configured)
     for field_name in required:
-        # MongoDB rejects projecting both a field and its parent or child ("path collision")
-        if not any(field_name == f or field_name.startswith(f"{f}.") or f.startswith(f"{field_name}.") for f in fields):
-            fields.append(field_name)
+        if any(field_name == f or field_name.startswith(f"{f}.") for f in fields):
+            continue  # listed, or inside a listed field
+        # a listed part of it would leave the rest out (and MongoDB rejects projecting a field and its child)
+        fields = [f for f in fields if not f.startswith(f"{field_name}.")]
+        fields.append(field_name)
     return dict.fromkeys(fields, 1)
 
 
-def query(user_filter: Mapping[str, Any] | None, cursor_field: str | None, start: Any) -> dict[str, Any]:
-    """The user's filter, and for an incremental read ``{cursor: {$gte: start}}`` (``$ne: null`` without one)."""
+def query(
+    user_filter: Mapping[str, Any] | None, cursor_field: str | None, cursor_conditions: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The user's filter, and for an incremental read the cursor's conditions (one per type bracket, from
+    ``cursor.CursorState``): a document matching any of them is read."""
     found = dict(user_filter or {})
     if cursor_field is None:
         return found
-    # documents without the cursor (or with null) could never be read incrementally later: never read them
-    condition = {cursor_field: {"$ne": None} if start is None else {"$gte": start}}
+    conditions = [{cursor_field: condition} for condition in cursor_conditions]
+    # an $or of ranges on one field: each uses the field's index, and their sorted results merge (SORT_MERGE)
+    condition = conditions[0] if len(conditions) == 1 else {"$or": conditions}
     return {"$and": [found, condition]} if found else condition
 
 

@@ -2,8 +2,9 @@
 
 ``mongodb_collection`` reads one collection with the options of one ``CollectionOptions`` (the YAML's collection
 options, defaults included); ``mongodb`` groups several into a dlt source. The server gets the user filter and, for
-an incremental collection, ``{cursor: {"$gte": last_value}}`` sorted by the cursor, so a run reads only new
-documents. Without incremental the read is sorted by ``_id`` so it is deterministic.
+an incremental collection, the cursor's conditions (``$gte`` the last value in each BSON type bracket, cursor.py)
+sorted by the cursor, so a run reads only new documents, whatever their cursor's type. Without incremental the read
+is sorted by ``_id`` so it is deterministic.
 
 Each server reply (``find_raw_batches``: the BSON bytes, not decoded) is converted to Arrow by ``bson_arrow``
 (in worker processes once the read is long enough, workers.py), while this process keeps reading; the converted
@@ -104,17 +105,19 @@ def mongodb_collection(
         except CurrentLoadPackageStateNotAvailable:
             load_id = None  # iterated outside a pipeline: nothing is loaded, so nothing can need undoing
         assembler = Assembler(names, options, run_stats, load_id, settings.cursor_path, first_load)
-        cursor_state = CursorState.load(dlt.current.resource_state(), cursor_field) if cursor_field else None
+        cursor_state = CursorState.load(dlt.current.resource_state(), cursor_field, label) if cursor_field else None
         conversions = ConversionQueue(label, conversion_processes)
 
         client_used = client if client is not None else mongo.connect(connection_url)  # type: ignore[arg-type]
         try:
             source = client_used[database][collection]
-            start = None
+            cursor_conditions = []
             if cursor_state is not None:
                 initial_value = options.incremental.initial_value if options.incremental else None
-                start = cursor_state.start_value(source, initial_value)
-            query = mongo.query(options.filter, cursor_field, start)
+                cursor_conditions = cursor_state.conditions(
+                    source, initial_value, merges=options.merges, key_paths=settings.key_paths
+                )
+            query = mongo.query(options.filter, cursor_field, cursor_conditions)
             logger.debug("%s: find %s sort %s", label, query, sort)
             tagged = {"comment": options.comment} if options.comment else {}
             if count_documents:
@@ -130,7 +133,7 @@ def mongodb_collection(
                 allow_disk_use=cursor_field is not None or None,
                 **tagged,
             )
-            boundary = cursor_state.boundary() if cursor_state is not None else (None, frozenset())
+            boundary = cursor_state.boundary() if cursor_state is not None else None
             for raw in raw_batches:
                 if not names.json_paths <= run_settings.json_paths:
                     run_settings = replace(run_settings, json_paths=run_settings.json_paths | names.json_paths)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from mongodb_dlt.extract.bson_arrow import (
+    Boundary,
     ConversionSettings,
     ConvertedBatch,
     convert_raw_batch,
@@ -30,9 +31,6 @@ BATCHES_IN_FLIGHT_PER_PROCESS = 2
 BATCHES_BEFORE_WORKERS = 4
 """Batches a collection converts in this process before it starts the worker pool: starting workers costs about a
 second of CPU per worker, which a small (incremental) read never earns back."""
-
-Boundary = tuple[str | None, frozenset[str]]
-"""The previous incremental run's last cursor identity and the keys it loaded there (skipped by the walk)."""
 
 _pool: ProcessPoolExecutor | None = None
 _warm_up: Future[int] | None = None
@@ -69,19 +67,19 @@ class ConversionQueue:
         self.label = label
         self.processes = CONVERSION_PROCESSES if processes is None else processes
         self.in_flight = max(1, self.processes) * BATCHES_IN_FLIGHT_PER_PROCESS
-        self.pending: deque[tuple[Future[ConvertedBatch], bytes, ConversionSettings, Boundary]] = deque()
+        self.pending: deque[tuple[Future[ConvertedBatch], bytes, ConversionSettings, Boundary | None]] = deque()
         self.put_count = 0
         self.in_workers = 0
         """Batches converted by the worker processes rather than in this one."""
 
-    def put(self, raw: bytes, settings: ConversionSettings, boundary: Boundary) -> None:
+    def put(self, raw: bytes, settings: ConversionSettings, boundary: Boundary | None) -> None:
         if self.processes == 0 or self.put_count < BATCHES_BEFORE_WORKERS or not _workers_ready():
             # in this process until the workers have started (they start after the first few batches, in the
             # background): a small collection never waits for them, a large one never idles meanwhile
             future: Future[ConvertedBatch] = Future()
             future.set_result(self._convert(raw, settings, boundary))
         else:
-            future = _conversion_pool().submit(convert_raw_batch, raw, settings, *boundary)
+            future = _conversion_pool().submit(convert_raw_batch, raw, settings, boundary)
             self.in_workers += 1
         self.put_count += 1
         self.pending.append((future, raw, settings, boundary))
@@ -101,8 +99,8 @@ class ConversionQueue:
         except Exception as error:
             raise locate_conversion_error(raw, settings, boundary, self.label, error) from error
 
-    def _convert(self, raw: bytes, settings: ConversionSettings, boundary: Boundary) -> ConvertedBatch:
+    def _convert(self, raw: bytes, settings: ConversionSettings, boundary: Boundary | None) -> ConvertedBatch:
         try:
-            return convert_raw_batch(raw, settings, *boundary)
+            return convert_raw_batch(raw, settings, boundary)
         except Exception as error:
             raise locate_conversion_error(raw, settings, boundary, self.label, error) from error

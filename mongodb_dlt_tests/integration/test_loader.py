@@ -285,8 +285,7 @@ def test_a_document_that_cannot_be_converted_is_named_by_id_and_field() -> None:
     bad = bson.encode({"_id": ObjectId("65f1a2b3c4d5e6f708192a3b"), "name": "ok", "note": "x"})
     bad = bad.replace(b"x\x00", b"\xff\x00")  # the string "x" becomes invalid UTF-8
     settings = conversion_settings(CollectionOptions())
-    error = locate_conversion_error(good + bad, settings, (None, frozenset()), "shop.orders",
-                                    ValueError("batch failed"))
+    error = locate_conversion_error(good + bad, settings, None, "shop.orders", ValueError("batch failed"))
     assert str(error).startswith('shop.orders: document _id={"$oid": "65f1a2b3c4d5e6f708192a3b"}, field \'note\': ')
     assert "utf-8" in str(error).lower()
 

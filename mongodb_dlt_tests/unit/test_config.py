@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bson import ObjectId
+from bson import Decimal128, Int64, ObjectId, Timestamp
 
 from mongodb_dlt.config import (
     CollectionConfig,
@@ -373,6 +373,12 @@ def test_yaml_anchors_and_merge_keys(tmp_path: Path) -> None:
         ('"abc"', "abc"),
         ("42", 42),
         ("1.5", 1.5),
+        ("true", True),
+        ('{$oid: "65f1a2b3c4d5e6f708192a3b"}', ObjectId("65f1a2b3c4d5e6f708192a3b")),
+        ('{$numberDecimal: "1.50"}', Decimal128("1.50")),
+        ('{$numberLong: "5"}', Int64(5)),
+        ("{$timestamp: {t: 1700000000, i: 3}}", Timestamp(1700000000, 3)),
+        ('{$date: "2020-01-01T00:00:00Z"}', dt.datetime(2020, 1, 1, tzinfo=UTC)),
     ],
 )
 def test_incremental_initial_value(tmp_path: Path, yaml_value: str, expected: object) -> None:
@@ -1093,6 +1099,118 @@ def test_conflict_points_at_the_most_specific_level(tmp_path: Path) -> None:
     assert "defaults.write_disposition, line 2" in found.problem
     assert_problem(error, path, 10, "databases.db.collections.c.incremental", "would lose data")
     assert len(error.errors) == 2
+
+
+PROJECTION_REFUSALS = [
+    pytest.param(
+        "{projection: {_id: 0, v: 1}}",
+        "projection",
+        "projection {_id: 0, v: 1} leaves out _id, which primary_key uses to tell documents apart under "
+        "write_disposition merge: documents would merge into one row",
+        id="merge-drops-_id",
+    ),
+    pytest.param(
+        "{primary_key: [shop, sku], projection: {shop: 1, name: 1}}",
+        "projection",
+        "projection {shop: 1, name: 1} leaves out sku, which primary_key uses",
+        id="merge-drops-a-key-field",
+    ),
+    pytest.param(
+        "{write_disposition: append, incremental: {cursor_field: ts}, projection: {_id: 0}}",
+        "projection",
+        "projection {_id: 0} leaves out _id, which primary_key uses to tell apart the documents at the incremental "
+        "cursor's last value",
+        id="incremental-drops-_id",
+    ),
+    pytest.param(
+        "{write_disposition: append, incremental: {cursor_field: ts}, projection: {v: 1}}",
+        "projection",
+        "projection {v: 1} leaves out ts, the incremental cursor_field: the reads would lose their place",
+        id="incremental-drops-the-cursor",
+    ),
+    pytest.param(
+        "{incremental: {cursor_field: ts}, projection: {ts.day: 1}}",
+        "projection",
+        "projection {ts.day: 1} keeps only part of ts, the incremental cursor_field",
+        id="keeps-part-of-the-cursor",
+    ),
+    pytest.param(
+        "{incremental: {cursor_field: ts}, projection: {ts: {$slice: 1}}}",
+        "projection",
+        "projection {ts: {'$slice': 1}} rewrites ts",
+        id="rewrites-the-cursor",
+    ),
+    pytest.param(
+        "{incremental: {cursor_field: ts}, projection: {ts: 0}}",
+        "projection",
+        "projection {ts: 0} leaves out ts",
+        id="excludes-the-cursor",
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "key", "message"), PROJECTION_REFUSALS)
+def test_projection_that_drops_a_key_or_the_cursor_is_refused(
+    tmp_path: Path, options: str, key: str, message: str
+) -> None:
+    path = write(tmp_path, f"databases:\n  db:\n    collections:\n      c: {options}\n")
+    found = assert_problem(load_error(path), path, 4, f"databases.db.collections.c.{key}", message)
+    assert "give the projection as a list of fields" in found.problem
+
+
+def test_projection_refusal_points_at_the_level_that_gave_it(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        defaults:
+          projection: {_id: 0, v: 1}
+        databases:
+          db:
+            collections:
+              kept: {write_disposition: append}
+              merged: {}
+        """,
+    )
+    error = load_error(path)
+    found = assert_problem(error, path, 2, "defaults.projection", "leaves out _id")
+    assert "primary_key is the default ('_id',)" in found.problem
+    assert "write_disposition is the default 'merge'" in found.problem
+    assert len(error.errors) == 1  # append without incremental: no key or cursor needed
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        "{projection: [v]}",  # a list always keeps _id, the primary key and the cursor
+        "{projection: {v: 0}}",
+        "{projection: {v: 1, _id: 1}}",
+        "{projection: {_id: 0, v: 1}, write_disposition: append}",
+        "{projection: {_id: 0, sku: 1}, primary_key: sku}",
+        "{projection: {ts: 1}, incremental: {cursor_field: ts.day}}",
+    ],
+)
+def test_projection_that_keeps_what_the_read_needs_is_valid(tmp_path: Path, options: str) -> None:
+    path = write(tmp_path, f"databases:\n  db:\n    collections:\n      c: {options}\n")
+    assert load_config(path).databases["db"].collections["c"].projection is not None
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "message"),
+    [
+        ("{day: 1}", "a mapping cannot be an initial_value: a document or an array has no single place"),
+        ("[1, 2]", "a list cannot be an initial_value"),
+        (".nan", "nan cannot be an initial_value: MongoDB's $gte NaN matches NaN alone"),
+        ("{$numberDecimal: NaN}", "cannot be an initial_value: MongoDB's $gte NaN matches NaN alone"),
+        ("{$regularExpression: {pattern: a, options: ''}}", "MongoDB cannot select regular expressions by range"),
+        ("{$minKey: 1}", "a MinKey is not a value a read starts from"),
+    ],
+)
+def test_initial_value_that_no_read_can_start_from_is_refused(tmp_path: Path, yaml_value: str, message: str) -> None:
+    incremental = f"{{cursor_field: ts, initial_value: {yaml_value}}}"
+    path = write(tmp_path, f"databases:\n  db:\n    collections:\n      c: {{incremental: {incremental}}}\n")
+    key = "databases.db.collections.c.incremental.initial_value"
+    found = assert_problem(load_error(path), path, 4, key, message)
+    assert "give a number, a string, a date-time, an ObjectId" in found.problem
 
 
 def test_merge_needs_a_primary_key(tmp_path: Path) -> None:

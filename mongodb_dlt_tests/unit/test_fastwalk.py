@@ -27,6 +27,7 @@ from mongodb_dlt.config import CollectionOptions
 from mongodb_dlt.errors import DocumentConversionError
 from mongodb_dlt.extract import bson_arrow
 from mongodb_dlt.extract.bson_arrow import CODEC_OPTIONS, ConversionSettings, ConvertedBatch, convert_documents
+from mongodb_dlt.extract.bson_types import sort_bracket
 from mongodb_dlt.extract.source import conversion_settings
 from mongodb_dlt_tests.strategies import AWKWARD_KEYS, collections, deep_bodies, id_kinds, with_ids
 
@@ -302,27 +303,30 @@ cursor_values = st.one_of(
     boundary_at_first=st.booleans(),
     data=st.data(),
 )
-def test_incremental_batches_convert_alike_with_their_last_cursor_and_boundary(
+def test_incremental_batches_convert_alike_with_their_cursor_ends_and_boundary(
     bodies: list[tuple[Any, dict[str, Any]]], boundary_at_first: bool, data: st.DataObject
 ) -> None:
-    """A read sorted by its cursor: the C walk takes a batch unless it holds a document the previous run loaded at
-    its last cursor value, and gives the same last cursor value, the same keys at it, the same skipped
-    documents."""
+    """A read sorted by its cursor (type bracket first, as MongoDB sorts): the C walk takes a batch unless it holds
+    a document the previous run loaded at its last cursor value, and gives the same last cursor value of each
+    bracket, the same keys at it, the same skipped documents."""
     documents = [{"_id": number, "seq": seq, **body} for number, (seq, body) in enumerate(bodies)]
-    documents.sort(key=lambda document: (str(type(document["seq"])), document["seq"]))
+    documents.sort(key=lambda document: (sort_bracket(document["seq"]), document["seq"]))
     conversion = replace(SETTINGS, cursor_path=("seq",))
-    boundary: tuple[str | None, frozenset[str]] = (None, frozenset())
+    boundary: dict[str, frozenset[str]] = {}
     if documents and boundary_at_first:
         keys = data.draw(st.sets(st.sampled_from([bson_arrow.identity(d["_id"]) for d in documents])))
-        boundary = (bson_arrow.identity(documents[0]["seq"]), frozenset(keys))
+        boundary = {bson_arrow.identity(documents[0]["seq"]): frozenset(keys)}
     raw = batch(documents)
-    converted = bson_arrow.convert_raw_batch(raw, conversion, *boundary)
-    expected = convert_documents(bson.decode_all(raw, CODEC_OPTIONS), conversion, *boundary)
+    converted = bson_arrow.convert_raw_batch(raw, conversion, boundary)
+    expected = convert_documents(bson.decode_all(raw, CODEC_OPTIONS), conversion, boundary)
     assert_same(converted, expected)
     assert converted.skipped == expected.skipped
-    assert converted.keys_at_last_cursor == expected.keys_at_last_cursor
-    assert bson_arrow.identity(converted.last_cursor) == bson_arrow.identity(expected.last_cursor)
-    assert type(converted.last_cursor) is type(expected.last_cursor)
+    assert [end.keys for end in converted.cursor_ends] == [end.keys for end in expected.cursor_ends]
+    assert [(bson_arrow.identity(end.value), type(end.value)) for end in converted.cursor_ends] == [
+        (bson_arrow.identity(end.value), type(end.value)) for end in expected.cursor_ends
+    ]
+    brackets = [sort_bracket(end.value) for end in expected.cursor_ends]
+    assert brackets == sorted(set(brackets))  # one end per bracket met, in order
     if documents and not boundary_at_first:
         assert c_walk(raw, conversion) is not None  # the common case: the C walk took it
 
