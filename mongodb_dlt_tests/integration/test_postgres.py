@@ -5,7 +5,10 @@ collections load into one dataset at the same time."""
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,3 +124,39 @@ def test_every_value_lands_in_postgres_as_in_duckdb(
             assert result.succeeded, result.error
     assert contents(in_postgres, "mongo_shop") == contents(in_duckdb, "mongo_shop")
 
+
+
+def test_collections_load_at_once_into_one_new_postgres_dataset(
+    tmp_path: Path, postgres_server: PostgresServer, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL takes several writers: six collections of one database load at the same moment into one dataset
+    that does not exist yet (each dlt pipeline creates the schema and the shared ``_dlt_*`` tables if missing)."""
+    names = [f"c{i}" for i in range(6)]
+    for number, name in enumerate(names):
+        documents = [{"_id": i, "n": i, "tags": ["a", "b"][: i % 3]} for i in range(50 + number)]
+        standin.client.shop[name].insert_many(documents)
+    project = Project.create(tmp_path / "p", postgres_server.new_database("together")).enter(standin, monkeypatch)
+    project.write_config(
+        f"""
+        defaults: {{retries: {{max_attempts: 1}}, batch_size: 10}}
+        destination: {{destination}}
+        databases:
+          shop: [{", ".join(names)}]
+        """
+    )
+    config = load_config(project.config)
+    loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(project.pipelines_dir))
+    collections = config.databases["shop"].collections
+    start = threading.Barrier(len(names))
+
+    def load_one(name: str) -> Any:
+        start.wait()
+        return loader.load_collection(collections[name], "mongo_shop")
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        results = list(pool.map(load_one, names))
+    assert [result.error for result in results] == [None] * len(names)
+    for number, name in enumerate(names):
+        assert project.query(f"select count(*), count(distinct _mongo_key) from mongo_shop.{name}") == [
+            (50 + number, 50 + number)
+        ]
