@@ -212,6 +212,7 @@ class MongoDltLoader:
             stats=stats,
             count_documents=count_rows and collection.reads_whole_collection,
             first_load=first_load,
+            nul_free_text=not self.destination.stores_nul_in_text,
         )
         # a failed extract leaves nothing in the warehouse; the next run drops its package with the folder
         extract_info = pipeline.extract(resource, loader_file_format=self.destination.file_format)  # type: ignore[arg-type]

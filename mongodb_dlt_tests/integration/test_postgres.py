@@ -160,3 +160,30 @@ def test_collections_load_at_once_into_one_new_postgres_dataset(
         assert project.query(f"select count(*), count(distinct _mongo_key) from mongo_shop.{name}") == [
             (50 + number, 50 + number)
         ]
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ({"_id": 7, "s": "a\x00b"}, "'s'"),
+        ({"_id": 7, "lines": [{"sku": "\x00"}]}, "'sku'"),
+        ({"_id": 7, "tags": ["ok", "x\x00"]}, "'(array element)'"),
+        ({"_id": 7, "deep": {"a": {"b": {"c": "\x00"}}}}, "'deep.a'"),  # past max_table_nesting: a JSON column
+    ],
+    ids=["string", "in an array of documents", "in an array of strings", "in JSON"],
+)
+def test_text_postgres_cannot_hold_is_refused_by_document_and_field_before_loading(
+    document: dict, field: str, tmp_path: Path, postgres_server: PostgresServer, standin: MongoStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    standin.client.shop.docs.insert_many([{"_id": 1, "s": "fine", "tags": ["a"]}, document])
+    project = Project.create(tmp_path / "p", postgres_server.new_database("nul"))
+    result = load(project, standin, monkeypatch, "{max_table_nesting: 1}")
+    assert not result.succeeded and result.attempts == 1
+    refusal = f"document _mongo_key='n:7', field {field}: the text holds the NUL character (U+0000)"
+    assert refusal in (result.error or "")
+    schemas = {schema for (schema,) in project.query("select schema_name from information_schema.schemata")}
+    assert "mongo_shop" not in schemas, "nothing was loaded"
+
+    standin.client.shop.docs.delete_one({"_id": 7})
+    assert load(project, standin, monkeypatch, "{max_table_nesting: 1}").succeeded
