@@ -70,8 +70,11 @@ class PostgresServer:
         self._server.pgdata.parent.rmdir()
 
 
-def query(uri: str, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """The rows of one statement, in a connection of its own."""
+def query(uri: str, sql: str, parameters: Sequence[Any] = (), commit: bool = False) -> list[tuple[Any, ...]]:
+    """The rows of one statement, in a connection of its own (committed when ``commit``)."""
     with closing(psycopg2.connect(uri)) as connection, connection.cursor() as cursor:
         cursor.execute(sql, tuple(parameters))
-        return list(cursor.fetchall())
+        rows = list(cursor.fetchall()) if cursor.description is not None else []
+        if commit:
+            connection.commit()
+        return rows

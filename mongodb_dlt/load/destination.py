@@ -174,9 +174,19 @@ class LoadDestination:
                 options["project_id"] = self.config.project
         return Destination.from_reference(self.config.type, **options)
 
+    @property
+    def loads_concurrently(self) -> bool:
+        """PostgreSQL takes the loads of several collections at once, into one dataset too (tested against a real
+        server); into other destinations a process's loads take turns (DuckDB allows one writer; the others are not
+        tested here with concurrent loads)."""
+        return self.config.type == "postgres"
+
     @contextmanager
     def session(self, log: logging.Logger) -> Iterator[Destination[Any, Any]]:
         """The dlt destination for one stretch of writing; for a DuckDB file, with the file held for the block."""
+        if self.loads_concurrently:
+            yield self.dlt_destination()
+            return
         with _destination_write_lock(self.destination_id):
             if not self.is_duckdb_file:
                 yield self.dlt_destination()

@@ -5,6 +5,7 @@ collections load into one dataset at the same time."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dlt.destinations.impl.postgres.sql_client import Psycopg2SqlClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +22,7 @@ from mongodb_dlt.load.loader import MongoDltLoader
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt_tests.conftest import Project
 from mongodb_dlt_tests.postgres import PostgresServer
+from mongodb_dlt_tests.postgres import query as postgres_query
 from mongodb_dlt_tests.strategies import bodies, id_kinds, with_ids
 
 LINKS = {"_dlt_id", "_dlt_parent_id", "_dlt_root_id", "_dlt_load_id"}
@@ -187,3 +190,29 @@ def test_text_postgres_cannot_hold_is_refused_by_document_and_field_before_loadi
 
     standin.client.shop.docs.delete_one({"_id": 7})
     assert load(project, standin, monkeypatch, "{max_table_nesting: 1}").succeeded
+
+
+def test_a_load_that_loses_the_race_to_create_the_dataset_loads_again(
+    tmp_path: Path, postgres_server: PostgresServer, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The race of the test above, made to happen: another load creates the dataset between dlt's check that it is
+    missing and its own CREATE SCHEMA."""
+    standin.client.shop.docs.insert_many([{"_id": i, "tags": ["a"]} for i in range(5)])
+    project = Project.create(tmp_path / "p", postgres_server.new_database("race"))
+    original = Psycopg2SqlClient.create_dataset
+    raced: list[str] = []
+
+    def create_dataset(self: Psycopg2SqlClient) -> None:
+        if not raced:
+            raced.append(self.dataset_name)
+            postgres_query(project.postgres_uri or "", f'CREATE SCHEMA "{self.dataset_name}"', commit=True)
+        original(self)
+
+    monkeypatch.setattr(Psycopg2SqlClient, "create_dataset", create_dataset)
+    with caplog.at_level(logging.INFO, logger="mongodb_dlt"):
+        result = load(project, standin, monkeypatch)
+    assert raced == ["mongo_shop"]
+    assert result.succeeded, result.error
+    assert "the dataset's tables changed under this load" in caplog.text and "attempt 2 of 5" in caplog.text
+    assert project.query("select count(*) from mongo_shop.docs") == [(5,)]
