@@ -1,4 +1,4 @@
-"""Shared fixtures: the MongoDB stand-in over a real socket, and a project folder wired to it."""
+"""Shared fixtures: the MongoDB stand-in over a real socket, a PostgreSQL server, and a project folder wired to them."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import mongomock
 import pytest
 
 from mongodb_dlt.testing import MongoStandIn
+from mongodb_dlt_tests import postgres
+from mongodb_dlt_tests.postgres import CREDENTIALS_ENV
 
 TESTS = Path(__file__).parent
 FOLDER_MARKERS = ("unit", "integration", "e2e")
@@ -84,6 +86,14 @@ def _nothing_of_duckdb_left_at_exit() -> Iterator[None]:
     gc.collect()  # what dlt held is partly in reference cycles: free it now, while DuckDB's bindings are alive
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres.PostgresServer]:
+    """One PostgreSQL server for the session, started by the first test that asks for it (a fraction of a second)."""
+    server = postgres.PostgresServer.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def standin() -> Iterator[MongoStandIn]:
     with MongoStandIn(mongomock.MongoClient()) as server:
@@ -92,18 +102,35 @@ def standin() -> Iterator[MongoStandIn]:
 
 @dataclass
 class Project:
-    """A folder with a databases.yaml pointing at the stand-in and a DuckDB file of its own."""
+    """A folder with a databases.yaml pointing at the stand-in, and a warehouse of its own: a DuckDB file, or a
+    database of the session's PostgreSQL server (``postgres_uri``)."""
 
     root: Path
     config: Path
     duckdb_path: Path
     pipelines_dir: Path
+    postgres_uri: str | None = None
+
+    @property
+    def destination(self) -> str:
+        """The YAML's ``destination:`` as a flow mapping (PostgreSQL's credentials come from the environment)."""
+        if self.postgres_uri is not None:
+            return "{type: postgres}"
+        return f'{{type: duckdb, path: "{self.duckdb_path}"}}'
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process loading this project needs in its environment besides MONGODB_URI."""
+        return {CREDENTIALS_ENV: self.postgres_uri} if self.postgres_uri is not None else {}
 
     def write_config(self, body: str) -> Path:
-        self.config.write_text(textwrap.dedent(body).replace("{duckdb}", str(self.duckdb_path)))
+        text = textwrap.dedent(body).replace("{destination}", self.destination)
+        self.config.write_text(text.replace("{duckdb}", str(self.duckdb_path)))
         return self.config
 
     def query(self, sql: str) -> list[tuple]:
+        if self.postgres_uri is not None:
+            return postgres.query(self.postgres_uri, sql)
         with duckdb.connect(str(self.duckdb_path), read_only=True) as connection:
             return connection.execute(sql).fetchall()
 
@@ -117,8 +144,9 @@ class Project:
         return {name for (name,) in rows if not name.startswith("_dlt")}
 
     @classmethod
-    def create(cls, root: Path) -> Project:
-        """A new project folder at ``root``, with a Dagster home and a dlt working folder of its own."""
+    def create(cls, root: Path, postgres_uri: str | None = None) -> Project:
+        """A new project folder at ``root``, with a Dagster home and a dlt working folder of its own; its warehouse
+        is a DuckDB file there, or the PostgreSQL database ``postgres_uri``."""
         root.mkdir(parents=True)
         (root / "dagster_home").mkdir()
         return cls(
@@ -126,6 +154,7 @@ class Project:
             config=root / "databases.yaml",
             duckdb_path=root / "warehouse.duckdb",
             pipelines_dir=root / "pipelines",
+            postgres_uri=postgres_uri,
         )
 
     def enter(self, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch) -> Project:
@@ -134,6 +163,8 @@ class Project:
         monkeypatch.setenv("MONGODB_DLT_CONFIG", str(self.config))
         monkeypatch.setenv("MONGODB_DLT_PIPELINES_DIR", str(self.pipelines_dir))
         monkeypatch.setenv("DAGSTER_HOME", str(self.root / "dagster_home"))
+        for name, value in self.env.items():
+            monkeypatch.setenv(name, value)
         monkeypatch.chdir(self.root)
         return self
 

@@ -22,6 +22,7 @@ from dlt.common.typing import TDataItems
 from dlt.extract.hints import make_hints
 
 from mongodb_dlt.config import CollectionOptions
+from mongodb_dlt.errors import DocumentConversionError
 from mongodb_dlt.extract.bson_arrow import ConvertedBatch, ConvertedTable, FieldPath, TablePath, random_row_ids
 from mongodb_dlt.extract.columns import (
     DELETED,
@@ -36,7 +37,7 @@ from mongodb_dlt.extract.columns import (
     CollectionNames,
     TableNames,
 )
-from mongodb_dlt.results import ExtractStats
+from mongodb_dlt.results import JSON_TAG, ExtractStats
 
 ITEM_BYTES = 16 * 1024 * 1024
 """Arrow bytes gathered before they go to dlt as one item per table (see ``Assembler.items``)."""
@@ -44,6 +45,8 @@ ITEM_BYTES = 16 * 1024 * 1024
 # nullable: tables written before the column existed get it added with NULL in their (complete) rows
 _LOAD_ID_COLUMN = {"name": LOAD_ID, "data_type": "text", "nullable": True}
 _ROW_ID_COLUMN = {"name": ROW_ID, "data_type": "text", "nullable": False, "row_key": True, "unique": True}
+_JSON_NUL = r"(^|[^\\])(\\\\)*\\u0000"
+"""U+0000 escaped in JSON text (``\\u0000`` after an even number of backslashes: not an escaped backslash)."""
 _CHILD_LINK_COLUMNS = {
     ROW_ID: {"name": ROW_ID, "data_type": "text", "nullable": True, "row_key": True},
     PARENT_ID: {"name": PARENT_ID, "data_type": "text", "nullable": True},
@@ -63,8 +66,10 @@ class Assembler:
         load_id: str | None,
         cursor_path: FieldPath | None = None,
         first_load: bool = False,
+        nul_free_text: bool = False,
     ) -> None:
         self.names = names
+        self.nul_free_text = nul_free_text
         self.load_id = load_id
         self.cursor_path = cursor_path
         self.write_disposition = options.write_disposition
@@ -103,7 +108,7 @@ class Assembler:
             DOCUMENT_KEY: batch.keys,
             ROW_ID: row_ids[()],
             LOAD_ID: self._load_ids(root.rows),
-            **self._named(root_names, root),
+            **self._named(root_names, root, batch.keys),
         }
         yield (), pa.table(arrays)
         self.stats.add_rows(root_names.name, root.rows)
@@ -115,14 +120,15 @@ class Assembler:
             parent_ids = row_ids[path[:-1]]
             ids = row_ids[path] = random_row_ids(table.rows)
             names = self.names.table(path)
+            root_keys = pc.take(batch.keys, table.root_rows)
             arrays = {
-                ROOT_KEY: pc.take(batch.keys, table.root_rows),
+                ROOT_KEY: root_keys,
                 ROW_ID: ids,
                 PARENT_ID: pc.take(parent_ids, table.parent_rows),
                 ROOT_ID: pc.take(row_ids[()], table.root_rows),
                 LIST_INDEX: table.list_index,
                 LOAD_ID: self._load_ids(table.rows),
-                **self._named(names, table),
+                **self._named(names, table, root_keys),
             }
             if self.merge:
                 arrays[DELETED] = pa.nulls(table.rows, pa.bool_())
@@ -154,7 +160,11 @@ class Assembler:
         # every row names its package, so a load that never completed can be undone (load/warehouse.py)
         return pa.repeat(pa.scalar(self.load_id, pa.string()), rows)
 
-    def _named(self, names: TableNames, table: ConvertedTable) -> dict[str, pa.Array]:
+    def _named(self, names: TableNames, table: ConvertedTable, keys: pa.Array) -> dict[str, pa.Array]:
+        """The table's data columns by name; ``keys`` are the ``_mongo_key`` of each row's document."""
+        if self.nul_free_text:
+            for (field_path, tag), array in table.columns.items():
+                _refuse_nul(array, tag, field_path, keys)
         return {names.column(field_path, tag): array for (field_path, tag), array in table.columns.items()}
 
     def _with_hints(self, names: TableNames, arrow_table: pa.Table, root: bool) -> TDataItems:
@@ -186,3 +196,20 @@ class Assembler:
             **keys,
         )
         return dlt.mark.with_hints(arrow_table, hints, create_table_variant=True)
+
+
+def _refuse_nul(array: pa.Array, tag: str, field_path: FieldPath, keys: pa.Array) -> None:
+    """Raises, naming the first document and field, when a text of ``array`` holds U+0000: PostgreSQL's text and
+    jsonb cannot store it, and the load would fail late, with a message naming neither."""
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return
+    found = pc.match_substring_regex(array, _JSON_NUL) if tag == JSON_TAG else pc.match_substring(array, "\x00")
+    if not pc.any(found).as_py():
+        return
+    row = pc.index(found, True).as_py()
+    field = ".".join(field_path) or "(array element)"
+    raise DocumentConversionError(
+        f"document _mongo_key={keys[row].as_py()!r}, field {field!r}: the text holds the NUL character (U+0000), "
+        "which MongoDB allows and PostgreSQL's text and JSON columns cannot store; remove it in MongoDB, leave "
+        "the field out with `projection`, or load this collection into another destination"
+    )

@@ -64,6 +64,7 @@ def mongodb_collection(
     conversion_processes: int | None = None,
     count_documents: bool = False,
     first_load: bool = False,
+    nul_free_text: bool = False,
     **option_values: Any,
 ) -> DltResource:
     """A dlt resource that reads one collection; nothing connects until dlt extracts it.
@@ -77,6 +78,8 @@ def mongodb_collection(
     and just after the read, into ``stats.count_before`` and ``stats.count_after``: the two ends of what a read
     racing with writers can have seen. A ``limit`` is not applied to the counts. ``first_load`` says the warehouse
     holds none of the collection's tables: a merge then writes no rows that clear old array elements.
+    ``nul_free_text`` says the destination cannot store U+0000 in text (PostgreSQL): a document holding one in a
+    string fails the read, named by its key and field, before anything loads.
     """
     label = f"{database}.{collection}"
     if client is None and connection_url is None:
@@ -104,7 +107,7 @@ def mongodb_collection(
             load_id: str | None = dlt.current.load_package_state()["load_id"]
         except CurrentLoadPackageStateNotAvailable:
             load_id = None  # iterated outside a pipeline: nothing is loaded, so nothing can need undoing
-        assembler = Assembler(names, options, run_stats, load_id, settings.cursor_path, first_load)
+        assembler = Assembler(names, options, run_stats, load_id, settings.cursor_path, first_load, nul_free_text)
         cursor_state = CursorState.load(dlt.current.resource_state(), cursor_field, label) if cursor_field else None
         conversions = ConversionQueue(label, conversion_processes)
 

@@ -32,6 +32,8 @@ from dlt.common.destination import Destination
 from dlt.common.pipeline import ExtractInfo
 from dlt.common.schema import Schema
 from dlt.common.schema.typing import MERGE_DISPOSITION_HINTS
+from dlt.pipeline.exceptions import PipelineStepFailed
+from dlt.pipeline.helpers import retry_schema_update
 
 from mongodb_dlt.config import CollectionConfig, DestinationConfig, resolve_connection_url
 from mongodb_dlt.errors import describe_error, disk_full, is_transient
@@ -44,6 +46,10 @@ from mongodb_dlt.naming import SCHEMA_PREFIX, pipeline_name, root_table
 from mongodb_dlt.results import CollectionLoadResult, ExtractStats
 
 PROGRESS_LOG_EVERY_SECONDS = 10.0
+SCHEMA_RACE_ATTEMPTS = 5
+"""Loads of a dataset's collections may run at once (PostgreSQL: other threads, steps and runs) and race to create
+the dataset or a shared ``_dlt_*`` table; the loser's schema update fails before any of its rows is sent. dlt's
+advice, and what the loader does: load again (dlt then applies only what is still missing), this many times."""
 
 # Modules dlt imports on first use (found by diffing sys.modules around a first load). Collections start loading
 # in several threads at once, and Python may hand a thread a partially initialized module when two threads
@@ -216,6 +222,7 @@ class MongoDltLoader:
             stats=stats,
             count_documents=count_rows and collection.reads_whole_collection,
             first_load=first_load,
+            nul_free_text=not self.destination.stores_nul_in_text,
         )
         # a failed extract leaves nothing in the warehouse; the next run drops its package with the folder
         extract_info = pipeline.extract(resource, loader_file_format=self.destination.file_format)  # type: ignore[arg-type]
@@ -225,7 +232,7 @@ class MongoDltLoader:
                 _append_first_load(pipeline, resource.name)
             pipeline.normalize()
             with self.destination.session(log) as destination:
-                load_info = pipeline.load(destination=destination)
+                load_info = _load_through_schema_races(pipeline, destination, label, log)
                 if not met_once:  # a read that met no document twice left no older version behind
                     _remove_superseded_children(pipeline, collection, log)
                 counts = (
@@ -385,3 +392,19 @@ class _ProgressLogger:
             elapsed = now - self.first_batch_at
             rate = (documents - self.first_batch_documents) / elapsed if elapsed > 0 else 0.0
             self.log.info(f"{self.label}: {documents:,} documents read ({rate:,.0f}/s)")
+
+
+def _load_through_schema_races(
+    pipeline: dlt.Pipeline, destination: Destination[Any, Any], label: str, log: logging.Logger
+) -> Any:
+    """``pipeline.load``, again while its schema update loses a race with another load of the dataset."""
+    races = retry_schema_update()
+    for attempt in range(1, SCHEMA_RACE_ATTEMPTS):
+        try:
+            return pipeline.load(destination=destination)
+        except PipelineStepFailed as error:
+            if not races(error):
+                raise
+            log.info(f"{label}: the dataset's tables changed under this load ({describe_error(error)[:200]}); "
+                     f"loading again (attempt {attempt + 1} of {SCHEMA_RACE_ATTEMPTS})")
+    return pipeline.load(destination=destination)

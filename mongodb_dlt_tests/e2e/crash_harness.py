@@ -1,4 +1,5 @@
-"""Loads one collection and SIGKILLs the loading process at a named boundary of the load: a crash harness.
+"""Loads one collection and SIGKILLs the loading process at a named boundary of the load: a crash harness, for
+DuckDB and PostgreSQL (whose jobs copy parquet through ADBC).
 
     python mongodb_dlt_tests/e2e/crash_harness.py '{"point": "job_committed", "config": "...", "database": "shop",
                                                "collection": "orders", "pipelines_dir": "..."}'
@@ -26,6 +27,7 @@ from typing import Any
 import dlt
 from dlt.destinations.impl.duckdb.duck import DuckDbCopyJob
 from dlt.destinations.impl.duckdb.sql_client import DuckDbSqlClient
+from dlt.destinations.impl.postgres.postgres import PostgresParquetCopyJob
 from dlt.destinations.job_client_impl import SqlJobClientBase, SqlLoadJob
 
 from mongodb_dlt.config import load_config
@@ -72,15 +74,46 @@ def _uncommitted_insert() -> None:
     DuckDbSqlClient.execute_sql = execute_sql  # type: ignore[method-assign]
 
 
-def arm(point: str) -> None:
+class _DiesAtCommit:
+    """An ADBC connection whose commit kills the process: the job's rows were sent and never committed."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def __enter__(self) -> _DiesAtCommit:
+        self._connection.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._connection.__exit__(*exc_info)
+
+    def cursor(self) -> Any:
+        return self._connection.cursor()
+
+    def commit(self) -> None:
+        die()
+
+
+def _uncommitted_copy() -> None:
+    """PostgreSQL's parquet jobs copy through an ADBC connection of their own, committed at the job's end."""
+    original = PostgresParquetCopyJob._connect
+
+    def connect(self: PostgresParquetCopyJob) -> Any:
+        return _DiesAtCommit(original(self))
+
+    PostgresParquetCopyJob._connect = connect  # type: ignore[method-assign]
+
+
+def arm(point: str, destination: str) -> None:
+    """Kills the process at ``point`` of a load into ``destination`` (duckdb or postgres)."""
     if point == "after_extract":
         _after(dlt.Pipeline, "extract")
     elif point == "after_normalize":
         _after(dlt.Pipeline, "normalize")
     elif point == "job_uncommitted":
-        _uncommitted_insert()
+        _uncommitted_copy() if destination == "postgres" else _uncommitted_insert()
     elif point == "job_committed":
-        _after(DuckDbCopyJob, "run")
+        _after(PostgresParquetCopyJob if destination == "postgres" else DuckDbCopyJob, "run")
     elif point == "merge_committed":
         _after(SqlLoadJob, "run")
     elif point == "load_recorded":
@@ -96,7 +129,7 @@ def run(scenario: dict[str, Any]) -> int:
     loader = MongoDltLoader.from_config(config.destination, pipelines_dir=scenario["pipelines_dir"])
     point = scenario.get("point")
     if point is not None:
-        arm(point)
+        arm(point, config.destination.type)
     result = loader.load_collection(collection, database.dataset)
     if point is None:
         return 0 if result.succeeded else 4

@@ -1,6 +1,7 @@
 """Exactly once under a kill at any instant: the crash harness (crash_harness.py) SIGKILLs a load at each
-boundary, for every write disposition, sometimes losing the working folder too; the next run must leave the
-warehouse exactly equal to MongoDB: every document once, every child row once and under its parent.
+boundary, for every write disposition, into DuckDB and into a real PostgreSQL server, sometimes losing the working
+folder too; the next run must leave the warehouse exactly equal to MongoDB: every document once, every child row
+once and under its parent.
 
 Each scenario has a project (Dagster home, dlt working folder, DuckDB file) and a stand-in of its own. Its first
 load and its killed load run in the harness's forked children, prepared ahead of the test in a thread (``Ahead``):
@@ -36,6 +37,7 @@ from mongodb_dlt.naming import pipeline_name
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt_tests.conftest import Project
 from mongodb_dlt_tests.e2e.dagster_runs import graphql, launch, wait_for_run
+from mongodb_dlt_tests.postgres import PostgresServer
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
 DISPOSITIONS = {
@@ -51,18 +53,21 @@ class Scenario:
     disposition: str
     point: str
     lose_working_folder: bool = False
+    destination: str = "duckdb"
 
     def __str__(self) -> str:
-        return f"{self.disposition}-{self.point}{'-folder_lost' if self.lose_working_folder else ''}"
+        lost = "-folder_lost" if self.lose_working_folder else ""
+        return f"{self.destination}-{self.disposition}-{self.point}{lost}"
 
 
 SCENARIOS = [
     *(
-        Scenario(disposition, point)
+        Scenario(disposition, point, destination=destination)
+        for destination in ("duckdb", "postgres")
         for disposition in DISPOSITIONS
         for point in ("after_extract", "after_normalize", "job_uncommitted", "job_committed", "load_recorded")
     ),
-    Scenario("merge", "merge_committed"),
+    *(Scenario("merge", "merge_committed", destination=destination) for destination in ("duckdb", "postgres")),
     *(Scenario(disposition, "job_committed", lose_working_folder=True) for disposition in DISPOSITIONS),
 ]
 
@@ -76,7 +81,7 @@ def write_config(project: Project, disposition: str) -> Path:
         f"""
         defaults:
           retries: {{max_attempts: 1}}
-        destination: {{type: duckdb, path: "{{duckdb}}"}}
+        destination: {{destination}}
         databases:
           shop:
             collections:
@@ -107,7 +112,7 @@ def in_harness(harness: subprocess.Popen[str], project: Project, standin: MongoS
     how the child ended: ``killed 9`` or ``exited N``."""
     assert harness.stdin is not None and harness.stdout is not None
     scenario = {"point": point, "config": str(project.config), "database": "shop", "collection": "orders",
-                "pipelines_dir": str(project.pipelines_dir), "env": {"MONGODB_URI": standin.uri}}
+                "pipelines_dir": str(project.pipelines_dir), "env": {"MONGODB_URI": standin.uri, **project.env}}
     harness.stdin.write(json.dumps(scenario) + "\n")
     harness.stdin.flush()
     return harness.stdout.readline().strip()
@@ -172,9 +177,17 @@ class Ahead:
     each scenario's project and stand-in are new, its first load (``prepare``) and its killed load run in children
     of the harness, and only the changes between them run here (the stand-in's data). ``take`` waits for one."""
 
-    def __init__(self, harness: subprocess.Popen[str], scenarios: list[Scenario], root: Path) -> None:
+    def __init__(
+        self, harness: subprocess.Popen[str], scenarios: list[Scenario], root: Path, postgres: PostgresServer | None
+    ) -> None:
         self.harness = harness
-        self.projects = {scenario: Project.create(root / str(scenario)) for scenario in scenarios}
+        self.projects = {
+            scenario: Project.create(
+                root / str(scenario),
+                postgres.new_database("crash") if postgres is not None and scenario.destination == "postgres" else None,
+            )
+            for scenario in scenarios
+        }
         self.standins: list[MongoStandIn] = []
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="crash-ahead")
         self.crashed = {scenario: self.pool.submit(self._crash, scenario) for scenario in scenarios}
@@ -210,7 +223,12 @@ def ahead(
         for item in request.session.items
         if item.module is request.module and item.originalname == BOUNDARY_TEST
     ]
-    scenarios = Ahead(harness, selected, tmp_path_factory.mktemp("crashes"))
+    # PostgreSQL scenarios each load into a database of their own on the session's server
+    postgres = (
+        request.getfixturevalue("postgres_server")
+        if any(scenario.destination == "postgres" for scenario in selected) else None
+    )
+    scenarios = Ahead(harness, selected, tmp_path_factory.mktemp("crashes"), postgres)
     yield scenarios
     scenarios.close()
 
