@@ -15,12 +15,15 @@ state, write dispositions and destinations. Incremental state is the cursor modu
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 import dlt
 import pymongo
+from dlt.common.exceptions import SignalReceivedException
 from dlt.common.storages.exceptions import CurrentLoadPackageStateNotAvailable
 from dlt.common.typing import TDataItems
 from dlt.extract import DltResource
@@ -63,6 +66,7 @@ def mongodb_collection(
     conversion_processes: int | None = None,
     count_documents: bool = False,
     first_load: bool = False,
+    stop: threading.Event | None = None,
     **option_values: Any,
 ) -> DltResource:
     """A dlt resource that reads one collection; nothing connects until dlt extracts it.
@@ -75,7 +79,9 @@ def mongodb_collection(
     ``count_documents`` counts the documents matching the read's query (same client, same query) just before
     and just after the read, into ``stats.count_before`` and ``stats.count_after``: the two ends of what a read
     racing with writers can have seen. A ``limit`` is not applied to the counts. ``first_load`` says the warehouse
-    holds none of the collection's tables: a merge then writes no rows that clear old array elements.
+    holds none of the collection's tables: a merge then writes no rows that clear old array elements. ``stop``, once
+    set, ends the read before the next batch is converted, with dlt's ``SignalReceivedException`` (dlt's own
+    shutdown exception, which nothing between here and the pipeline catches).
     """
     label = f"{database}.{collection}"
     if client is None and connection_url is None:
@@ -132,6 +138,8 @@ def mongodb_collection(
             )
             boundary = cursor_state.boundary() if cursor_state is not None else (None, frozenset())
             for raw in raw_batches:
+                if stop is not None and stop.is_set():
+                    raise SignalReceivedException(signal.SIGTERM)
                 if not names.json_paths <= run_settings.json_paths:
                     run_settings = replace(run_settings, json_paths=run_settings.json_paths | names.json_paths)
                 conversions.put(raw, run_settings, boundary)
