@@ -8,6 +8,11 @@ materialized and "re-execute from asset failure" repeats only the failed ones. E
 (checks.py) are declared on the multi-asset and reported with its materialization; a failed collection reports
 none.
 
+A terminated run (Dagster interrupts the step: ``DagsterExecutionInterruptedError``) stops promptly: loads that have
+not started their load step stop at their next safe point and write nothing, none starts after the signal, and the
+step reports every load that committed, with its checks, before it lets the interruption end it (``LoadStop``
+makes sure no load commits while the step is busy reporting).
+
 A big YAML makes a big graph (5,000 collections: 15,000 op outputs with their check specs), so building it
 avoids per-collection overhead (one warnings filter and one absolute path per YAML file for a database's specs)
 and pauses the cyclic garbage collector while the graph is built (``long_lived``).
@@ -15,10 +20,14 @@ and pauses the cyclic garbage collector while the graph is built (``long_lived``
 
 import gc
 import multiprocessing
+import queue
+import threading
+import time
 import warnings
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +37,7 @@ from mongodb_dlt.checks import ROWS_MATCH_SOURCE, check_results, checks_without_
 from mongodb_dlt.config import CollectionConfig, DatabaseConfig, ProjectConfig, resolve_connection_url
 from mongodb_dlt.errors import ConfigError, MongoUnreachableError
 from mongodb_dlt.extract.mongo import check_reachable
-from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.load.loader import LoadStop, MongoDltLoader
 from mongodb_dlt.naming import DESTINATION_TAG, LOADER_RESOURCE_KEY, MongoDltTranslator, destination_pool
 from mongodb_dlt.results import CollectionLoadResult
 
@@ -208,6 +217,58 @@ def _unreachable(
     return unreachable
 
 
+class _DaemonLoads:
+    """Runs loads, at most ``workers`` at a time, in daemon threads. ``ThreadPoolExecutor``'s threads are joined
+    when the process ends (a Dagster step's process too), so a load waiting on MongoDB (one reply can take minutes: a
+    sort without an index) would keep a terminated step alive until the reply came. A load that is not committing
+    (``LoadStop``) has written nothing, so it may end with the process."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future[CollectionLoadResult], Callable[[], CollectionLoadResult]] | None]
+        self._queue = queue.SimpleQueue()
+        self._workers = workers
+        for number in range(workers):
+            threading.Thread(target=self._work, name=f"{name}_{number}", daemon=True).start()
+
+    def submit(self, load: Callable[[], CollectionLoadResult]) -> Future[CollectionLoadResult]:
+        future: Future[CollectionLoadResult] = Future()
+        self._queue.put((future, load))
+        return future
+
+    def shutdown(self) -> None:
+        """Each thread ends once no load is left to take; a load cancelled before it started never starts."""
+        for _ in range(self._workers):
+            self._queue.put(None)
+
+    def _work(self) -> None:
+        while (work := self._queue.get()) is not None:
+            future, load = work
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(load())
+            except BaseException as error:  # as ThreadPoolExecutor does: the caller sees it in the future
+                future.set_exception(error)
+
+
+def _committed(future: Future[CollectionLoadResult]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None and future.result().succeeded
+
+
+def _stop_loads(stop: LoadStop, futures: dict[Future[CollectionLoadResult], Any]) -> None:
+    """Cancels the loads not started yet, stops the others at their next safe point and waits for the one that
+    may be committing (``LoadStop.request``): Dagster interrupts again on a second signal, which must not cut that
+    wait short, or a load would commit unreported."""
+    for future in futures:
+        future.cancel()
+    while True:
+        try:
+            stop.request()
+            return
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+            continue
+
+
 def _database_asset(
     config: ProjectConfig, database: DatabaseConfig, resource_key: str, translator: MongoDltTranslator
 ) -> dg.AssetsDefinition:
@@ -249,35 +310,67 @@ def _database_asset(
                 + ", ".join(c.name for _, c in to_load)
             )
         failed: list[CollectionLoadResult] = []
-        with ThreadPoolExecutor(
-            max_workers=database.max_parallel_collections, thread_name_prefix=f"mongodb_{database.name}"
-        ) as pool_executor:
-            futures = {
-                pool_executor.submit(
+        stop = LoadStop()
+        loads = _DaemonLoads(min(len(to_load), database.max_parallel_collections), f"mongodb_{database.name}")
+        futures: dict[Future[CollectionLoadResult], dg.AssetKey] = {}
+        for key, collection in to_load:
+            future = loads.submit(
+                partial(
                     loader.load_collection,
                     collection,
                     database.dataset,
                     context.log,
                     context.run_id,
                     count_rows=dg.AssetCheckKey(key, ROWS_MATCH_SOURCE) in selected_checks,
-                ): key
-                for key, collection in to_load
-            }
-            for future in as_completed(futures):
-                result = future.result()
-                if not result.succeeded:
-                    failed.append(result)
-                    continue
-                context.log.info(
-                    f"{database.name}.{result.collection}: {result.rows_loaded} rows into "
-                    f"{result.dataset_name}.{result.table_name} in {result.duration_seconds:.1f}s"
+                    stop=stop,
                 )
-                key = futures[future]
-                yield dg.MaterializeResult(
-                    asset_key=key,
-                    metadata=_metadata(result),
-                    check_results=check_results(key, collections_by_key[key], result, selected_checks),
-                )
+            )
+            # runs once the future holds the result: the step can report it however it is interrupted from now on
+            future.add_done_callback(lambda _, name=collection.name: stop.release(name))
+            futures[future] = key
+        loads.shutdown()
+
+        def materialized(future: Future[CollectionLoadResult]) -> dg.MaterializeResult:
+            result, key = future.result(), futures[future]
+            context.log.info(
+                f"{database.name}.{result.collection}: {result.rows_loaded} rows into "
+                f"{result.dataset_name}.{result.table_name} in {result.duration_seconds:.1f}s"
+            )
+            return dg.MaterializeResult(
+                asset_key=key,
+                metadata=_metadata(result),
+                check_results=check_results(key, collections_by_key[key], result, selected_checks),
+            )
+
+        reported: set[Future[CollectionLoadResult]] = set()
+        try:
+            pending = set(futures)
+            while pending:
+                with stop.commits_allowed():  # the only place a load may start committing
+                    wait(pending, return_when=FIRST_COMPLETED)
+                for future in [f for f in pending if f.done()]:
+                    pending.discard(future)
+                    if not future.result().succeeded:
+                        failed.append(future.result())
+                        continue
+                    yield materialized(future)
+                    reported.add(future)
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+            interrupted = time.monotonic()
+            _stop_loads(stop, futures)
+            for future in [f for f in futures if _committed(f) and f not in reported]:
+                yield materialized(future)
+                reported.add(future)
+            names = {f: futures[f].to_user_string() for f in futures}
+            context.log.warning(
+                f"The run was terminated: {database.name}'s loads stopped {time.monotonic() - interrupted:.2f}s "
+                f"after the signal. Reported, their loads committed: "
+                f"{', '.join(names[f] for f in reported) or 'none'}. Not loaded (stopped before their load started, "
+                f"failed, or not started): {', '.join(names[f] for f in futures if f not in reported) or 'none'}."
+            )
+            raise
+        finally:
+            _stop_loads(stop, futures)  # the generator closed early (Dagster interrupted it between two results)
         if run_worker is not None and not run_worker.is_alive():
             _report_orphaned_run(context, run_worker.pid)
         if failed or unreachable:

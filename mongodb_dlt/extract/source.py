@@ -16,12 +16,15 @@ state, write dispositions and destinations. Incremental state is the cursor modu
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 import dlt
 import pymongo
+from dlt.common.exceptions import SignalReceivedException
 from dlt.common.storages.exceptions import CurrentLoadPackageStateNotAvailable
 from dlt.common.typing import TDataItems
 from dlt.extract import DltResource
@@ -65,6 +68,7 @@ def mongodb_collection(
     count_documents: bool = False,
     first_load: bool = False,
     nul_free_text: bool = False,
+    stop: threading.Event | None = None,
     **option_values: Any,
 ) -> DltResource:
     """A dlt resource that reads one collection; nothing connects until dlt extracts it.
@@ -79,7 +83,9 @@ def mongodb_collection(
     racing with writers can have seen. A ``limit`` is not applied to the counts. ``first_load`` says the warehouse
     holds none of the collection's tables: a merge then writes no rows that clear old array elements.
     ``nul_free_text`` says the destination cannot store U+0000 in text (PostgreSQL): a document holding one in a
-    string fails the read, named by its key and field, before anything loads.
+    string fails the read, named by its key and field, before anything loads. ``stop``, once set, ends the read
+    before the next batch is converted, with dlt's ``SignalReceivedException`` (dlt's own shutdown exception,
+    which nothing between here and the pipeline catches).
     """
     label = f"{database}.{collection}"
     if client is None and connection_url is None:
@@ -138,6 +144,8 @@ def mongodb_collection(
             )
             boundary = cursor_state.boundary() if cursor_state is not None else None
             for raw in raw_batches:
+                if stop is not None and stop.is_set():
+                    raise SignalReceivedException(signal.SIGTERM)
                 if not names.json_paths <= run_settings.json_paths:
                     run_settings = replace(run_settings, json_paths=run_settings.json_paths | names.json_paths)
                 conversions.put(raw, run_settings, boundary)

@@ -12,7 +12,9 @@ its failures never touch a sibling's. Every pipeline of a database writes into t
    that fails has its rows undone at once and is never replayed.
 
 Transient MongoDB errors are retried with exponential backoff; any other failure is returned in the result, never
-raised, so sibling collections keep loading.
+raised, so sibling collections keep loading. A ``LoadStop`` ends loads early (a terminated run): each stops at its
+next safe point (between two batches of its read, before normalizing, before its load starts) with nothing
+written, and commits only when its caller lets it (``LoadStop.commits_allowed``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -95,6 +99,71 @@ def _empty_staging_after_loads() -> None:
         dlt.config[_TRUNCATE_STAGING] = True
 
 
+class LoadStopped(Exception):
+    """A load that a ``LoadStop`` ended before it committed."""
+
+
+class LoadStop:
+    """Ends a caller's loads early, with nothing of them written, and never lets a load commit behind its back.
+
+    ``request()`` stops every load at its next safe point: between two batches of its read, before it normalizes,
+    or before its load starts. A load starts its load step (which commits) only once ``admit`` lets it in: one load
+    each time the caller enters ``commits_allowed()``, and none once a stop was requested; an admitted load runs to
+    its end. Leaving ``commits_allowed`` and ``request`` wait until the admitted load has been ``release``d: by the
+    loader when its attempt failed (its rows undone), by the caller once it holds the load's result. (Loads into
+    one destination take turns anyway: ``LoadDestination.session``.) A caller that waits for results inside
+    ``commits_allowed`` and reports each one outside it never has a load committing, nor a second committed load
+    unreported, while it reports: wherever it is interrupted, it has reported or holds every committed load."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        """Set by ``request``; the read checks it between batches."""
+        self._condition = threading.Condition()
+        self._open = False
+        self._admitted: set[str] = set()
+
+    @contextmanager
+    def commits_allowed(self) -> Iterator[None]:
+        """One load may start committing while this is entered; leaving it waits for that load's result."""
+        with self._condition:
+            self._open = True
+            self._condition.notify_all()
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._open = False
+                self._condition.wait_for(lambda: not self._admitted)
+
+    def request(self) -> None:
+        """Stops every load at its next safe point, and waits for the loads already committing to end."""
+        with self._condition:
+            self.requested.set()
+            self._open = False
+            self._condition.notify_all()
+            self._condition.wait_for(lambda: not self._admitted)
+
+    def admit(self, collection: str) -> None:
+        """Waits until ``collection``'s load may commit; raises ``LoadStopped`` if a stop comes first."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._open or self.requested.is_set())
+            if self.requested.is_set():
+                raise LoadStopped(f"{collection}: stopped before its load started")
+            self._admitted.add(collection)
+            self._open = False  # one load per turn of the caller
+
+    def committing(self, collection: str) -> bool:
+        with self._condition:
+            return collection in self._admitted
+
+    def release(self, collection: str) -> None:
+        """``collection``'s load is no longer committing: its attempt failed (its rows are undone), or the caller
+        holds its result."""
+        with self._condition:
+            self._admitted.discard(collection)
+            self._condition.notify_all()
+
+
 class MongoDltLoader:
     """The Dagster resource (``build_definitions`` binds it) that runs one collection through its own dlt pipeline
     into ``destination``."""
@@ -138,11 +207,13 @@ class MongoDltLoader:
         log: logging.Logger | None = None,
         run_id: str | None = None,
         count_rows: bool = False,
+        stop: LoadStop | None = None,
     ) -> CollectionLoadResult:
         """Load one collection, retrying transient errors with exponential backoff. Never raises for a
         failure of the collection itself: the error is in the result so siblings keep going. ``count_rows`` also
         takes the counts of ``RowCounts``: MongoDB's just before and after the read, for a collection read whole, and
-        the warehouse's right after the load."""
+        the warehouse's right after the load. ``stop`` ends the load early (see ``LoadStop``): its result then says
+        it was stopped, and no retry follows."""
         log = log or logging.getLogger(__name__)
         _import_lazy_modules(self.destination)
         _empty_staging_after_loads()
@@ -150,15 +221,22 @@ class MongoDltLoader:
         attempts = collection.retries.max_attempts
         attempt = 1
         while True:
+            if stop is not None and stop.requested.is_set():
+                return _stopped(collection, dataset_name, started, attempt, log)
             try:
-                result = self._load_once(collection, dataset_name, log, run_id, count_rows)
+                result = self._load_once(collection, dataset_name, log, run_id, count_rows, stop)
             except Exception as error:
+                stopping = stop is not None and stop.requested.is_set()
+                if stop is not None:
+                    if stopping and not stop.committing(collection.name):
+                        return _stopped(collection, dataset_name, started, attempt, log)
+                    stop.release(collection.name)
                 message = describe_error(error)
                 if disk_full(error) is not None:
                     # A write's ENOSPC names no file: say where this load writes.
                     places = ", ".join(self.destination.local_paths)
                     message += f" (this load writes to {places}: free space there, then run again)"
-                if attempt >= attempts or not is_transient(error):
+                if attempt >= attempts or not is_transient(error) or stopping:
                     log.error(f"{collection.database}.{collection.name}: failed after {attempt} attempt(s): {message}")
                     return CollectionLoadResult(
                         database=collection.database,
@@ -174,7 +252,10 @@ class MongoDltLoader:
                     f"{collection.database}.{collection.name}: attempt {attempt}/{attempts} failed"
                     f" with a transient error ({message}); retrying in {delay:g}s"
                 )
-                time.sleep(delay)
+                if stop is not None:
+                    stop.requested.wait(delay)  # the loop's first check ends a load stopped meanwhile
+                else:
+                    time.sleep(delay)
                 attempt += 1
                 continue
             return replace(result, duration_seconds=time.monotonic() - started, attempts=attempt)
@@ -186,6 +267,7 @@ class MongoDltLoader:
         log: logging.Logger,
         run_id: str | None,
         count_rows: bool,
+        stop: LoadStop | None,
     ) -> CollectionLoadResult:
         label = f"{collection.database}.{collection.name}"
         lock_file = self.destination.working_dir / f"{pipeline_name(collection.database, collection.asset_name)}.lock"
@@ -198,7 +280,7 @@ class MongoDltLoader:
                     and self.destination.appends_first_loads
                     and warehouse.holds_no_tables_of(pipeline, root_table(collection.table_name))
                 )
-            return self._extract_and_load(pipeline, collection, dataset_name, log, count_rows, first_load)
+            return self._extract_and_load(pipeline, collection, dataset_name, log, count_rows, first_load, stop)
 
     def _extract_and_load(
         self,
@@ -208,6 +290,7 @@ class MongoDltLoader:
         log: logging.Logger,
         count_rows: bool,
         first_load: bool,
+        stop: LoadStop | None,
     ) -> CollectionLoadResult:
         label = f"{collection.database}.{collection.name}"
         table = root_table(collection.table_name)
@@ -223,15 +306,20 @@ class MongoDltLoader:
             count_documents=count_rows and collection.reads_whole_collection,
             first_load=first_load,
             nul_free_text=not self.destination.stores_nul_in_text,
+            stop=stop.requested if stop is not None else None,
         )
-        # a failed extract leaves nothing in the warehouse; the next run drops its package with the folder
+        # a failed or stopped extract leaves nothing in the warehouse; the next run drops its package with the folder
         extract_info = pipeline.extract(resource, loader_file_format=self.destination.file_format)  # type: ignore[arg-type]
+        if stop is not None and stop.requested.is_set():
+            raise LoadStopped(f"{label}: stopped before normalizing")
         try:
             met_once = collection.merges and self._declare_deduplicated(pipeline, extract_info, table, log)
             if first_load and met_once:
                 _append_first_load(pipeline, resource.name)
             pipeline.normalize()
             with self.destination.session(log) as destination:
+                if stop is not None:
+                    stop.admit(collection.name)
                 load_info = _load_through_schema_races(pipeline, destination, label, log)
                 if not met_once:  # a read that met no document twice left no older version behind
                     _remove_superseded_children(pipeline, collection, log)
@@ -240,6 +328,8 @@ class MongoDltLoader:
                     if count_rows
                     else None
                 )
+        except LoadStopped:
+            raise  # nothing was sent to the warehouse
         except Exception:
             # A package that failed is never replayed, and its rows leave the warehouse now rather than at the
             # next run: the next run reads the collection again from the state the warehouse holds.
@@ -303,6 +393,22 @@ class MongoDltLoader:
                 log.debug(f"{table_name}: could not count repeated document keys ({error}); dlt deduplicates")
         table[DEDUPLICATED_HINT] = unique  # type: ignore[literal-required]
         return unique
+
+
+def _stopped(
+    collection: CollectionConfig, dataset_name: str, started: float, attempt: int, log: logging.Logger
+) -> CollectionLoadResult:
+    message = "stopped before its load started (the run was terminated): it wrote nothing"
+    log.warning(f"{collection.database}.{collection.name}: {message}")
+    return CollectionLoadResult(
+        database=collection.database,
+        collection=collection.name,
+        dataset_name=dataset_name,
+        table_name=collection.table_name,
+        duration_seconds=time.monotonic() - started,
+        attempts=attempt,
+        error=message,
+    )
 
 
 def _schema_changes(schema_update: dict[str, Any]) -> list[str]:

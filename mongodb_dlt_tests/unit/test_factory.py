@@ -21,7 +21,7 @@ from mongodb_dlt.factory import (
     LOADER_RESOURCE_KEY,
     dlt_asset_factory,
 )
-from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.load.loader import LoadStop, MongoDltLoader
 from mongodb_dlt.results import CollectionLoadResult, ExtractStats
 
 YAML = """
@@ -58,6 +58,7 @@ class RecordingLoader(MongoDltLoader):
         log: logging.Logger | None = None,
         run_id: str | None = None,
         count_rows: bool = False,
+        stop: LoadStop | None = None,
     ) -> CollectionLoadResult:
         with _lock:
             CALLS.append((collection.database, collection.name))
