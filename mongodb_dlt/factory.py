@@ -38,7 +38,7 @@ from mongodb_dlt.config import CollectionConfig, DatabaseConfig, ProjectConfig, 
 from mongodb_dlt.errors import ConfigError, MongoUnreachableError
 from mongodb_dlt.extract.mongo import check_reachable
 from mongodb_dlt.load.loader import LoadStop, MongoDltLoader
-from mongodb_dlt.naming import DESTINATION_TAG, LOADER_RESOURCE_KEY, MongoDltTranslator, destination_pool
+from mongodb_dlt.naming import DESTINATION_TAG, LOADER_RESOURCE_KEY, MongoDltTranslator, destination_pool, root_table
 from mongodb_dlt.results import CollectionLoadResult
 
 __all__ = ["DESTINATION_TAG", "LOADER_RESOURCE_KEY", "dlt_asset_factory"]
@@ -73,7 +73,7 @@ def _collection_spec(
         tags=dict(collection.tags),
         deps=[dg.AssetKey(list(parts)) for parts in translator.deps(database, collection)],
         metadata={
-            "dagster/table_name": f"{database.dataset}.{collection.table_name}",
+            "dagster/table_name": f"{database.dataset}.{root_table(collection.table_name)}",
             "mongodb/database": database.name,
             "mongodb/collection": collection.name,
             "write_disposition": collection.write_disposition,
@@ -282,7 +282,7 @@ def _database_asset(
         check_specs=[
             spec
             for key, c in collections_by_key.items()
-            for spec in collection_check_specs(key, c, f"{database.dataset}.{c.table_name}")
+            for spec in collection_check_specs(key, c, f"{database.dataset}.{root_table(c.table_name)}")
         ],
         can_subset=True,
         pool=pool,

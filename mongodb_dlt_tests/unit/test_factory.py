@@ -301,3 +301,13 @@ def test_building_leaves_the_garbage_collector_as_it_was(config: ProjectConfig) 
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_specs_and_check_descriptions_name_the_table_as_the_warehouse_stores_it(tmp_path: Path) -> None:
+    path = tmp_path / "databases.yaml"
+    path.write_text("databases:\n  Shop:\n    collections:\n      orderItems: {}\n")
+    (shop,) = dlt_asset_factory(load_config(path))
+    (spec,) = shop.specs
+    assert spec.metadata["dagster/table_name"] == "mongo_shop.order_items"
+    rows_check = next(check for check in shop.check_specs if check.name == ROWS_MATCH_SOURCE)
+    assert "`mongo_shop.order_items` holds as many documents" in (rows_check.description or "")
