@@ -155,6 +155,8 @@ class _Resolver:
             DefaultsSection, {} if given_defaults is None else given_defaults, ("defaults",)
         )
         databases = self.databases(data, defaults, dataset_prefix if isinstance(dataset_prefix, str) else "")
+        if destination is not None and databases is not None:
+            self.refuse_duckdb_catalog(destination, databases)
         if doc.problems or destination is None or databases is None:
             return None
         return ProjectConfig(
@@ -442,6 +444,22 @@ class _Resolver:
                 )
         self.datasets.setdefault(dataset, this)
         self.stagings.setdefault(staging, this)
+
+    def refuse_duckdb_catalog(self, destination: DestinationConfig, databases: dict[str, DatabaseConfig]) -> None:
+        """DuckDB names a file's catalog after the file (``bench.duckdb`` is ``bench``): a dataset (or the staging
+        dataset of one) of that name makes every two-part name in it ambiguous, and each load fails."""
+        if destination.type != "duckdb" or not destination.path or destination.path.startswith(":"):
+            return
+        catalog = Path(destination.path).stem.lower()
+        for database in databases.values():
+            for dataset in (database.dataset, staging_dataset(database.dataset)):
+                if dataset.lower() == catalog:
+                    self.doc.problem(
+                        f"dataset {dataset} has the name DuckDB gives the file {destination.path} (its catalog "
+                        f"{catalog}): DuckDB cannot tell them apart and every load would fail ('Ambiguous reference "
+                        "to catalog or schema'); set `dataset` on the database, or name the DuckDB file otherwise",
+                        ("databases", database.name),
+                    )
 
     def claim(
         self, collection: CollectionConfig, path: YamlPath, dataset: str, key_prefix: tuple[str, ...]

@@ -243,6 +243,29 @@ def test_dlt_table_names_are_reserved(tmp_path: Path, entry: str, line: int, key
     assert "set `table_name` to another name" in error.problem
 
 
+@pytest.mark.parametrize(
+    ("destination", "database", "line", "key", "dataset"),
+    [
+        ("data/bench.duckdb", "db: {dataset: bench, collections: [x]}", 3, "databases.db", "bench"),
+        ("w/Shop.duckdb", "shop: {dataset: shop, collections: [x]}", 3, "databases.shop", "shop"),
+        ("mongo_db.duckdb", "db: [x]", 3, "databases.db", "mongo_db"),
+        ("x/lake_staging.duckdb", "db: {dataset: lake, collections: [x]}", 3, "databases.db", "lake_staging"),
+    ],
+    ids=["dataset", "any case", "default dataset", "staging dataset"],
+)
+def test_a_dataset_named_like_the_duckdb_file_is_refused(
+    tmp_path: Path, destination: str, database: str, line: int, key: str, dataset: str
+) -> None:
+    """DuckDB names the file's catalog after it: a dataset of that name makes every name in it ambiguous (seen:
+    `Binder Error: Ambiguous reference to catalog or schema "bench"` on every load)."""
+    body = f"destination: {{type: duckdb, path: {destination}}}\ndatabases:\n  {database}\n"
+    error = refused(write(tmp_path, body))
+    assert (error.line, error.key) == (line, key)
+    assert f"dataset {dataset} has the name DuckDB gives the file" in error.problem
+    assert "set `dataset` on the database, or name the DuckDB file otherwise" in error.problem
+    assert load_config(write(tmp_path, body.replace(".duckdb", "_warehouse.duckdb"))).databases
+
+
 def test_the_fixes_the_messages_name_give_every_collection_places_of_its_own(tmp_path: Path) -> None:
     path = write(
         tmp_path,
