@@ -392,6 +392,8 @@ def _union_stored_schemas(pipeline: dlt.Pipeline) -> None:
     is then one partition's, and only all of them together name every child table (whose window rows a partition
     must clear) and every column (whose name a new variant must not take). A column two versions type differently
     keeps the newest's type."""
+    if pipeline.default_schema_name is None:
+        return  # nothing stored yet
     schema = pipeline.default_schema
     for stored in warehouse.stored_schemas(pipeline)[1:]:
         for name, table in stored.get("tables", {}).items():
