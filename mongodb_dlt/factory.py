@@ -235,11 +235,12 @@ def partitions_definition(partitions: PartitionsConfig) -> dg.TimeWindowPartitio
     return dg.MonthlyPartitionsDefinition(start_date=day, day_offset=start.day, timezone="UTC")
 
 
-def _window(context: dg.AssetExecutionContext, collection: CollectionConfig) -> Window | None:
-    """The window a partitioned collection's load reads: the run's partition (one per run: the backfill policy
-    runs each partition on its own)."""
+def _window(context: dg.AssetExecutionContext, collection: CollectionConfig) -> dict[str, Window]:
+    """The loader's ``window`` argument for a partitioned collection: the run's partition (one per run: the backfill
+    policy runs each partition on its own); none for another collection, so loaders written before partitions
+    still take the call."""
     if collection.partitions is None:
-        return None
+        return {}
     if context.partition_key_range.start != context.partition_key_range.end:
         raise dg.Failure(
             description=f"a run loads one partition of {collection.database}.{collection.name}, this one was given "
@@ -249,7 +250,7 @@ def _window(context: dg.AssetExecutionContext, collection: CollectionConfig) -> 
         )
     window = context.partition_time_window
     partitions = collection.partitions
-    return Window.of(context.partition_key, partitions.by, window.start, window.end, partitions.start)
+    return {"window": Window.of(context.partition_key, partitions.by, window.start, window.end, partitions.start)}
 
 
 def _database_asset(
@@ -318,7 +319,7 @@ def _database_asset(
                     context.log,
                     context.run_id,
                     count_rows=dg.AssetCheckKey(key, ROWS_MATCH_SOURCE) in selected_checks,
-                    window=_window(context, collection),
+                    **_window(context, collection),
                 ): key
                 for key, collection in to_load
             }
