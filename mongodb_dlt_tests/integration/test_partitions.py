@@ -113,7 +113,8 @@ def test_each_partition_replaces_exactly_its_window(
 ) -> None:
     for partition in DAYS:
         result = materialize(project, config, instance, "events", partition)
-    windows = {partition: events(day, count) for day, (partition, count) in enumerate(zip(DAYS, (3, 5, 4)))}
+    counts = zip(DAYS, (3, 5, 4), strict=True)
+    windows = {partition: events(day, count) for day, (partition, count) in enumerate(counts)}
     assert landed(project) == expected(windows)
 
     # documents in no window are counted on every partition's materialization and fail the (WARN) check
