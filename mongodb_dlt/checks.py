@@ -8,6 +8,10 @@
   holding a new type) and stored no field as JSON that ``json_paths`` did not ask for. A first load (no earlier
   columns) has nothing to drift from: it passes, and says which fields it found holding several types or stored
   as JSON, the baseline later loads are compared with.
+- ``documents_in_windows`` (WARN, partitioned collections only): every document of the collection's filter is in
+  a window: none is before the first window, lacks the partition field, holds null there or a value of another
+  BSON type than the windows' (MongoDB's ``$gte``/``$lt`` match one type bracket). Those documents are loaded by no
+  partition; the server counts them after each partition's read.
 
 The checks are declared on the database's multi-asset and evaluated in the same step, right after the load: the
 counts are taken by the source (MongoDB) and the loader (warehouse), and the drift is what the source named. A
@@ -29,6 +33,7 @@ from mongodb_dlt.results import CollectionLoadResult, NewColumn, RowCounts
 
 ROWS_MATCH_SOURCE = "rows_match_source"
 NO_TYPE_DRIFT = "no_type_drift"
+DOCUMENTS_IN_WINDOWS = "documents_in_windows"
 
 
 def collection_check_specs(key: dg.AssetKey, collection: CollectionConfig, table: str) -> list[dg.AssetCheckSpec]:
@@ -52,10 +57,20 @@ def collection_check_specs(key: dg.AssetKey, collection: CollectionConfig, table
         "`max_table_nesting`, or a data-keyed sub-document), naming the fields and the new columns. The first load "
         "has no earlier loads: it passes and sets the baseline."
     )
-    return [
+    specs = [
         dg.AssetCheckSpec(ROWS_MATCH_SOURCE, asset=key, description=rows),
         dg.AssetCheckSpec(NO_TYPE_DRIFT, asset=key, description=drift),
     ]
+    if collection.partitions is not None:
+        by = collection.partitions.by
+        kind = "an ObjectId" if by == "_id" else "a date"
+        windows = (
+            f"After each partition's load, MongoDB counts the documents of the collection's filter that no window "
+            f"holds: `{by}` before {collection.partitions.start:%Y-%m-%d %H:%M} UTC (the first window), missing, null "
+            f"or not {kind}. No partition loads them; warns when there are any."
+        )
+        specs.append(dg.AssetCheckSpec(DOCUMENTS_IN_WINDOWS, asset=key, description=windows))
+    return specs
 
 
 def check_results(
@@ -70,7 +85,35 @@ def check_results(
         results.append(rows_match_source(key, collection, result))
     if dg.AssetCheckKey(key, NO_TYPE_DRIFT) in selected:
         results.append(no_type_drift(key, result))
+    if dg.AssetCheckKey(key, DOCUMENTS_IN_WINDOWS) in selected and collection.partitions is not None:
+        results.append(documents_in_windows(key, collection, result))
     return results
+
+
+def documents_in_windows(
+    key: dg.AssetKey, collection: CollectionConfig, result: CollectionLoadResult
+) -> dg.AssetCheckResult:
+    outside, error = result.read.outside_windows, result.read.outside_windows_error
+    by = collection.partitions.by if collection.partitions is not None else "?"
+    metadata: dict[str, Any] = {"partition": dg.MetadataValue.text(result.read.partition or "")}
+    if outside is None:
+        description = f"MongoDB could not count the documents outside every window: {error or 'not counted'}"
+    else:
+        metadata["documents_outside_windows"] = dg.MetadataValue.int(outside)
+        description = (
+            f"{_n(outside)} document(s) of the collection's filter are in no window (`{by}` before the first window, "
+            "missing, null or of another type): no partition loads them"
+            if outside
+            else f"Every document of the collection's filter has `{by}` in a window."
+        )
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=DOCUMENTS_IN_WINDOWS,
+        passed=outside == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=description,
+    )
 
 
 def checks_without_their_asset(

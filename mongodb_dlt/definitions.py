@@ -48,14 +48,22 @@ def build_definitions(
     Relative paths in ``config`` resolve against ``base`` (default: the working directory). ``translator`` names
     the assets (see ``naming.MongoDltTranslator``)."""
     assets = dlt_asset_factory(config, resource_key, translator)
-    jobs = [
-        dg.define_asset_job(
-            all_collections_job, selection=dg.AssetSelection.assets(*assets), tags=RETRY_ONLY_FAILED_ASSETS
+    # A job runs one partitions definition: the jobs and schedules take the unpartitioned collections, and the
+    # partitioned ones are materialized by partition (backfills, or a schedule of the user's own; README).
+    unpartitioned = {assets_def.node_def.name: assets_def for assets_def in assets if assets_def.partitions_def is None}
+    jobs = []
+    if unpartitioned:
+        jobs.append(
+            dg.define_asset_job(
+                all_collections_job,
+                selection=dg.AssetSelection.assets(*unpartitioned.values()),
+                tags=RETRY_ONLY_FAILED_ASSETS,
+            )
         )
-    ]
     schedules = []
-    for database, assets_def in zip(config.databases.values(), assets, strict=True):
-        if database.schedule is None:
+    for database in config.databases.values():
+        assets_def = unpartitioned.get(database.op_name)
+        if database.schedule is None or assets_def is None:
             continue
         job = dg.define_asset_job(
             database_job_name(database.op_name),

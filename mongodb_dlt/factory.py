@@ -34,28 +34,37 @@ from typing import Any
 import dagster as dg
 
 from mongodb_dlt.checks import ROWS_MATCH_SOURCE, check_results, checks_without_their_asset, collection_check_specs
-from mongodb_dlt.config import CollectionConfig, DatabaseConfig, ProjectConfig, resolve_connection_url
+from mongodb_dlt.config import CollectionConfig, DatabaseConfig, PartitionsConfig, ProjectConfig, resolve_connection_url
 from mongodb_dlt.errors import ConfigError, MongoUnreachableError
-from mongodb_dlt.extract.mongo import check_reachable
+from mongodb_dlt.extract.mongo import Window, check_reachable
 from mongodb_dlt.load.loader import LoadStop, MongoDltLoader
-from mongodb_dlt.naming import DESTINATION_TAG, LOADER_RESOURCE_KEY, MongoDltTranslator, destination_pool, root_table
+from mongodb_dlt.naming import (
+    DESTINATION_TAG,
+    LOADER_RESOURCE_KEY,
+    MongoDltTranslator,
+    destination_pool,
+    partitioned_op_name,
+    root_table,
+)
 from mongodb_dlt.results import CollectionLoadResult
 
 __all__ = ["DESTINATION_TAG", "LOADER_RESOURCE_KEY", "dlt_asset_factory"]
 
 
 def collection_specs(
-    config: ProjectConfig, database: DatabaseConfig, translator: MongoDltTranslator
+    config: ProjectConfig,
+    database: DatabaseConfig,
+    translator: MongoDltTranslator,
+    collections: list[CollectionConfig] | None = None,
 ) -> list[dg.AssetSpec]:
-    """The assets of every collection of ``database``: names from ``translator``, table and origin as metadata.
-    Built together: one warnings filter for all of them and one absolute path per YAML file."""
+    """The assets of ``collections`` (default: every collection of ``database``): names from ``translator``, table
+    and origin as metadata. Built together: one warnings filter for all of them and one absolute path per YAML
+    file."""
+    collections = list(database.collections.values()) if collections is None else collections
     code_references = _CodeReferences(config)
     with _beta_ignored():
-        references = [code_references(c) for c in database.collections.values()]
-    return [
-        _collection_spec(config, database, c, translator, r)
-        for c, r in zip(database.collections.values(), references, strict=True)
-    ]
+        references = [code_references(c) for c in collections]
+    return [_collection_spec(config, database, c, translator, r) for c, r in zip(collections, references, strict=True)]
 
 
 def _collection_spec(
@@ -170,6 +179,10 @@ def _metadata(result: CollectionLoadResult) -> dict[str, Any]:
         "schema_changes": dg.MetadataValue.md("\n".join(result.schema_changes) or "no changes"),
         "load_ids": dg.MetadataValue.text(", ".join(result.load_ids) or "nothing new to load"),
     }
+    if result.read.partition is not None:
+        metadata["partition"] = dg.MetadataValue.text(result.read.partition)
+        if result.read.outside_windows is not None:
+            metadata["documents_outside_windows"] = dg.MetadataValue.int(result.read.outside_windows)
     if result.cursor_field:
         metadata["incremental_cursor_field"] = dg.MetadataValue.text(result.cursor_field)
         metadata["incremental_cursor_before"] = dg.MetadataValue.text(_cursor_before(result))
@@ -269,15 +282,62 @@ def _stop_loads(stop: LoadStop, futures: dict[Future[CollectionLoadResult], Any]
             continue
 
 
+def partitions_definition(partitions: PartitionsConfig) -> dg.TimeWindowPartitionsDefinition:
+    """Dagster's own time-window partitions for ``partitions``, in UTC, the first window starting at its ``start``
+    (validated to be a window boundary; weeks and months then start on its weekday and day)."""
+    start = partitions.start
+    if partitions.every == "hour":
+        return dg.HourlyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d-%H:%M"), timezone="UTC")
+    day = start.strftime("%Y-%m-%d")
+    if partitions.every == "day":
+        return dg.DailyPartitionsDefinition(start_date=day, timezone="UTC")
+    if partitions.every == "week":
+        # Dagster counts weekdays from Sunday (0), Python from Monday
+        return dg.WeeklyPartitionsDefinition(start_date=day, day_offset=(start.weekday() + 1) % 7, timezone="UTC")
+    return dg.MonthlyPartitionsDefinition(start_date=day, day_offset=start.day, timezone="UTC")
+
+
+def _window(context: dg.AssetExecutionContext, collection: CollectionConfig) -> dict[str, Window]:
+    """The loader's ``window`` argument for a partitioned collection: the run's partition (one per run: the backfill
+    policy runs each partition on its own); none for another collection, so loaders written before partitions
+    still take the call."""
+    if collection.partitions is None:
+        return {}
+    if context.partition_key_range.start != context.partition_key_range.end:
+        raise dg.Failure(
+            description=f"a run loads one partition of {collection.database}.{collection.name}, this one was given "
+            f"{context.partition_key_range.start} to {context.partition_key_range.end}: launch a backfill (one run "
+            "per partition) instead",
+            allow_retries=False,
+        )
+    window = context.partition_time_window
+    partitions = collection.partitions
+    return {"window": Window.of(context.partition_key, partitions.by, window.start, window.end, partitions.start)}
+
+
 def _database_asset(
-    config: ProjectConfig, database: DatabaseConfig, resource_key: str, translator: MongoDltTranslator
+    config: ProjectConfig,
+    database: DatabaseConfig,
+    resource_key: str,
+    translator: MongoDltTranslator,
+    collections: list[CollectionConfig] | None = None,
 ) -> dg.AssetsDefinition:
-    specs = collection_specs(config, database, translator)
-    collections_by_key = {spec.key: c for spec, c in zip(specs, database.collections.values(), strict=True)}
+    """The multi-asset of ``collections`` (default: all) of ``database``: its unpartitioned collections under the
+    database's op, or the collections sharing one partitions definition under theirs (``partitioned_op_name``)."""
+    collections = list(database.collections.values()) if collections is None else collections
+    specs = collection_specs(config, database, translator, collections)
+    collections_by_key = {spec.key: c for spec, c in zip(specs, collections, strict=True)}
     pool = destination_pool(config.destination.type)
+    partitions = collections[0].partitions
+    name = database.op_name
+    if partitions is not None:
+        name = partitioned_op_name(database.op_name, partitions.every, partitions.start)
 
     @dg.multi_asset(
-        name=database.op_name,
+        name=name,
+        partitions_def=partitions_definition(partitions) if partitions is not None else None,
+        # one run per partition: each run replaces exactly its window, and the run queue and executors spread them
+        backfill_policy=dg.BackfillPolicy.multi_run(1) if partitions is not None else None,
         specs=specs,
         check_specs=[
             spec
@@ -289,7 +349,7 @@ def _database_asset(
         op_tags={DESTINATION_TAG: config.destination.type} if pool else None,
         required_resource_keys={resource_key},
         description=f"Loads the selected collections of MongoDB database `{database.name}` into dataset "
-        f"`{database.dataset}`.",
+        f"`{database.dataset}`" + (f", one {partitions.every} window per partition." if partitions else "."),
     )
     def _load_database(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         loader: MongoDltLoader = getattr(context.resources, resource_key)
@@ -323,6 +383,7 @@ def _database_asset(
                     context.run_id,
                     count_rows=dg.AssetCheckKey(key, ROWS_MATCH_SOURCE) in selected_checks,
                     stop=stop,
+                    **_window(context, collection),
                 )
             )
             # runs once the future holds the result: the step can report it however it is interrupted from now on
@@ -428,10 +489,26 @@ def dlt_asset_factory(
     resource_key: str = LOADER_RESOURCE_KEY,
     translator: MongoDltTranslator | None = None,
 ) -> list[dg.AssetsDefinition]:
-    """One ``@multi_asset`` per database in ``config``, each with one ``can_subset`` output per collection. They
+    """One ``@multi_asset`` per database in ``config``, each with one ``can_subset`` output per collection, and one
+    per database and partitions definition for its partitioned collections (``_by_partitions``). They
     load through the ``MongoDltLoader`` resource under ``resource_key`` (see ``build_definitions``, which binds
     it). ``translator`` names the assets (default: ``MongoDltTranslator()``, ``raw_<database>/<collection>``)."""
     translator = translator or MongoDltTranslator()
     _refuse_shared_asset_names(config, translator)
     with long_lived():
-        return [_database_asset(config, database, resource_key, translator) for database in config.databases.values()]
+        return [
+            _database_asset(config, database, resource_key, translator, collections)
+            for database in config.databases.values()
+            for collections in _by_partitions(database)
+        ]
+
+
+def _by_partitions(database: DatabaseConfig) -> list[list[CollectionConfig]]:
+    """The database's collections by multi-asset: the unpartitioned ones first (the database's op), then those of
+    each partitions definition (Dagster takes one per multi-asset). Collections partitioned alike share one: a
+    backfill's run of a window then loads all of them, in parallel as the unpartitioned ones do."""
+    groups: dict[tuple[str, Any] | None, list[CollectionConfig]] = {}
+    for collection in database.collections.values():
+        partitions = collection.partitions
+        groups.setdefault(None if partitions is None else (partitions.every, partitions.start), []).append(collection)
+    return [groups[key] for key in sorted(groups, key=lambda key: (key is not None, str(key)))]

@@ -17,6 +17,7 @@ lists the places), and the factory refuses a translator that gives two collectio
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -162,6 +163,21 @@ def describe_place(place: Place) -> str:
 def op_name(database: str) -> str:
     """The database's multi-asset op: ``mongodb_<database>``."""
     return f"mongodb_{asset_name(database)}"
+
+
+def partitioned_op_name(op: str, every: str, start: dt.datetime) -> str:
+    """The multi-asset op of a database's collections partitioned alike (one window length ``every`` from one
+    ``start``, UTC): ``<op>__<every>_<YYYYMMDD>``, e.g. ``mongodb_shop__day_20230101``, with ``T<HH>`` added for a
+    start off midnight. ``op`` is the database's (``DatabaseConfig.op_name``); the double underscore keeps it apart
+    from any database's own op, which config/resolve.py checks."""
+    stamp = start.strftime("%Y%m%d") + (start.strftime("T%H") if start.hour else "")
+    return f"{op}__{every}_{stamp}"
+
+
+def partition_lock_name(pipeline: str, partition: str) -> str:
+    """The lock (and working folder) of one partition's load of a collection: ``<pipeline>__p_<partition key>``,
+    the key's characters outside [A-Za-z0-9_] as ``_`` (``2023-01-05`` -> ``2023_01_05``)."""
+    return f"{pipeline}__p_{asset_name(partition)}"
 
 
 def database_job_name(op: str) -> str:

@@ -61,6 +61,13 @@ class ExtractStats:
     """The same count just after the read."""
     count_error: str | None = None
     """Why the server refused to count (a filter ``count_documents`` does not take, such as ``$where``)."""
+    partition: str | None = None
+    """A partitioned collection: the partition (window) read."""
+    outside_windows: int | None = None
+    """A partitioned collection: documents its filter matches that no window holds (before the first window, without
+    the field, null, or of another BSON type), counted by the server just after the read."""
+    outside_windows_error: str | None = None
+    """Why the server could not count them."""
     on_progress: Callable[[int], None] | None = None
 
     def add_rows(self, table: str, rows: int) -> None:

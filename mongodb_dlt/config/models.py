@@ -30,6 +30,7 @@ DEFAULT_CONFIG_PATH: Final = "config/databases.yaml"
 TOP_LEVEL_KEYS: Final = ("defaults", "destination", "dataset_prefix", "databases")
 
 WriteDisposition = Literal["merge", "append", "replace"]
+PartitionEvery = Literal["hour", "day", "week", "month"]
 ContractMode = Literal["evolve", "freeze", "discard_row", "discard_value"]
 ContractEntity = Literal["tables", "columns", "data_type"]
 
@@ -164,9 +165,12 @@ def option_conflicts(
     primary_key: tuple[str, ...],
     incremental: IncrementalConfig | None,
     projection: tuple[str, ...] | dict[str, Any] | None = None,
+    partitions: PartitionsConfig | None = None,
 ) -> list[tuple[tuple[str, ...], str]]:
     """Combinations of options that are each valid alone: (the options involved, the problem)."""
     conflicts = []
+    if partitions is not None:
+        conflicts.extend(_partition_conflicts(write_disposition, incremental, partitions))
     if isinstance(projection, dict):
         conflicts.extend(_projection_conflicts(write_disposition, primary_key, incremental, projection))
     if incremental is not None and write_disposition == "replace":
@@ -181,6 +185,33 @@ def option_conflicts(
             "or replace"
         )
         conflicts.append((("primary_key", "write_disposition"), problem))
+    return conflicts
+
+
+def _partition_conflicts(
+    write_disposition: str, incremental: IncrementalConfig | None, partitions: PartitionsConfig
+) -> list[tuple[tuple[str, ...], str]]:
+    """A partition replaces its window's rows (dlt's merge, delete-insert on the window): that is a merge, and it
+    reads its window whole."""
+    conflicts = []
+    if write_disposition != "merge":
+        lost = (
+            "append would add a window's rows again on every re-run"
+            if write_disposition == "append"
+            else "replace would keep the last window's rows only, dropping every other window's"
+        )
+        problem = (
+            f"partitions with write_disposition {write_disposition}: each partition run replaces its own window's "
+            f"rows (a merge on the window), so {lost}; leave write_disposition merge for a partitioned collection"
+        )
+        conflicts.append((("partitions", "write_disposition"), problem))
+    if incremental is not None:
+        problem = (
+            "partitions with incremental: a partition reads its whole window each time it runs, so a re-run can "
+            "replace the window exactly; an incremental cursor would skip the documents it already read. Use one "
+            f"or the other (partitions by {partitions.by} already read only the window's documents)"
+        )
+        conflicts.append((("partitions", "incremental"), problem))
     return conflicts
 
 
@@ -295,6 +326,62 @@ class IncrementalConfig(_Frozen):
         return value
 
 
+_EVERY_BOUNDARY: Final = {
+    "hour": "on the hour (minutes and seconds zero)",
+    "day": "at midnight UTC",
+    "week": "at midnight UTC (weeks then start on its weekday)",
+    "month": "at midnight UTC on day 1 to 28 of a month (months then start on that day)",
+}
+
+
+class PartitionsConfig(_Frozen):
+    """Dagster time-window partitions: a partition reads the documents whose ``by`` is in its window (``$gte`` its
+    start, ``$lt`` its end, in UTC) and replaces that window's rows; ``by: _id`` windows the ObjectId's creation
+    time."""
+
+    by: str = Field(description="the date-time field that places a document in a window; _id: ObjectId time")
+    every: PartitionEvery = Field(description="window length: hour, day, week or month")
+    start: dt.datetime = Field(description="the first window's start (UTC), at a window boundary")
+
+    @field_validator("by")
+    @classmethod
+    def _field_path(cls, value: str) -> str:
+        parts = value.split(".")
+        if not value or any(not part for part in parts) or any(part.startswith("$") for part in parts):
+            raise ValueError(
+                f"{show_value(value)} is not a field path: give a field name such as created_at or meta.created_at "
+                "(no empty part, none starting with $), or _id for the ObjectId's creation time"
+            )
+        return value
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(
+                    f"{show_value(value)} is not a date or date-time: give an ISO-8601 value such as "
+                    '"2023-01-01" or "2023-01-01T06:00:00Z"'
+                ) from None
+        if isinstance(value, dt.date):
+            # a date means midnight UTC; a date-time with an offset is the same instant in UTC
+            return _parse_initial_value(value).astimezone(dt.UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _aligned(self) -> PartitionsConfig:
+        start = self.start
+        misaligned = start.minute or start.second or start.microsecond or (self.every != "hour" and start.hour)
+        if misaligned or (self.every == "month" and start.day > 28):
+            raise ValueError(
+                f"start {start.isoformat()} is not where a window of one {self.every} begins: give a start "
+                f"{_EVERY_BOUNDARY[self.every]}"
+            )
+        return self
+
+
 class FreshnessConfig(_Frozen):
     """Dagster's freshness policy for the collection's asset: it fails once its last materialization is older
     than ``max_lag`` (and warns after ``warn_after``, when given)."""
@@ -378,6 +465,10 @@ class CollectionOptions(_Frozen):
     freshness: FreshnessConfig | None = Field(
         None, description="None: no policy; {max_lag: 2h} makes Dagster flag the asset once it is older"
     )
+    partitions: PartitionsConfig | None = Field(
+        None, description="None: one asset materialization reads the whole collection; {by, every, start}: Dagster "
+        "time-window partitions, each replacing its window's rows"
+    )
 
     @property
     def merges(self) -> bool:
@@ -388,7 +479,7 @@ class CollectionOptions(_Frozen):
     def reads_whole_collection(self) -> bool:
         """A merge or replace collection without incremental reads every document its filter matches on each run,
         so its root table should hold as many documents as MongoDB does; any other adds what it reads."""
-        return self.incremental is None and self.write_disposition in ("merge", "replace")
+        return self.incremental is None and self.partitions is None and self.write_disposition in ("merge", "replace")
 
     @field_validator("json_paths", mode="before")
     @classmethod
@@ -476,7 +567,9 @@ class CollectionConfig(CollectionOptions):
 
     @model_validator(mode="after")
     def _consistent(self) -> CollectionConfig:
-        conflicts = option_conflicts(self.write_disposition, self.primary_key, self.incremental, self.projection)
+        conflicts = option_conflicts(
+            self.write_disposition, self.primary_key, self.incremental, self.projection, self.partitions
+        )
         if conflicts:
             raise ValueError("; ".join(problem for _, problem in conflicts))
         return self

@@ -52,6 +52,7 @@ from mongodb_dlt.naming import (
     describe_place,
     op_name,
     parent_tables,
+    partitioned_op_name,
     reserved_table_problem,
     root_table,
     schedule_name,
@@ -68,7 +69,7 @@ _NO_OPTIONS: Final = CollectionOptions()
 # The options option_conflicts weighs, as they are when no level gives them (read once: every collection needs them).
 _CONFLICT_DEFAULTS: Final = {
     field: default_of(CollectionOptions, field)
-    for field in ("write_disposition", "primary_key", "incremental", "projection")
+    for field in ("write_disposition", "primary_key", "incremental", "projection", "partitions")
 }
 _MOVE_BY_ASSET_NAME: Final = (
     "set `asset_name` on one of them (it names the asset, the dlt pipeline and schema, and the table unless "
@@ -319,6 +320,8 @@ class _Resolver:
         op = section.op_name or op_name(name)
         self.claim_database(name, section, dataset, op)
         resolved: dict[str, CollectionConfig] = {}
+        # the first collection of each partitions definition: those collections share a multi-asset (and an op)
+        partitioned: dict[tuple[str, Any], YamlPath] = {}
         for collection_name, path, options in collections:
             if options is None:
                 continue
@@ -330,6 +333,10 @@ class _Resolver:
             if not self.claim(collection, path, dataset, key_prefix):
                 continue
             resolved[collection_name] = collection
+            if collection.partitions is not None:
+                partitioned.setdefault((collection.partitions.every, collection.partitions.start), path)
+        for (every, start), first in partitioned.items():
+            self.claim_op(partitioned_op_name(op, every, start), _Owner((*first, "partitions"), name), partitioned=True)
         if len(resolved) != len(collections):
             return None
         return DatabaseConfig(
@@ -370,6 +377,7 @@ class _Resolver:
             values.get("primary_key", _CONFLICT_DEFAULTS["primary_key"]),
             values.get("incremental", _CONFLICT_DEFAULTS["incremental"]),
             values.get("projection", _CONFLICT_DEFAULTS["projection"]),
+            values.get("partitions", _CONFLICT_DEFAULTS["partitions"]),
         )
         for fields, problem in conflicts:
             self.conflict(fields, problem, origins, path)
@@ -423,11 +431,7 @@ class _Resolver:
         another's merge loads (dlt empties it after each load)."""
         where: YamlPath = ("databases", name)
         # each named where the YAML gives the name, or at the database when the name is its default
-        this = _Owner((*where, "op_name") if section.op_name else where, name)
-        other = self.ops.setdefault(op, this)
-        if other is not this:
-            names = f"op {op} (jobs and schedules {database_job_name(op)}, {schedule_name(op)})"
-            self.refuse(this, other, f"get {names}", "set `op_name` on one of them")
+        self.claim_op(op, _Owner((*where, "op_name") if section.op_name else where, name))
         this = _Owner((*where, "dataset") if section.dataset else where, name)
         staging = staging_dataset(dataset)
         for own, stager, shared in (
@@ -460,6 +464,18 @@ class _Resolver:
                         "to catalog or schema'); set `dataset` on the database, or name the DuckDB file otherwise",
                         ("databases", database.name),
                     )
+
+    def claim_op(self, op: str, this: _Owner, partitioned: bool = False) -> None:
+        """Refuses an op another database has: its own (and its jobs and schedule), or the op of its collections
+        partitioned alike (naming.partitioned_op_name)."""
+        other = self.ops.setdefault(op, this)
+        if other is this:
+            return
+        if partitioned:
+            self.refuse(this, other, f"get op {op}", "set `op_name` on one of the databases")
+            return
+        names = f"op {op} (jobs and schedules {database_job_name(op)}, {schedule_name(op)})"
+        self.refuse(this, other, f"get {names}", "set `op_name` on one of them")
 
     def claim(
         self, collection: CollectionConfig, path: YamlPath, dataset: str, key_prefix: tuple[str, ...]

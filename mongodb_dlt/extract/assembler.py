@@ -7,6 +7,11 @@ with ``_dlt_list_idx`` and ``_mongo_root_key``. Under merge a document's child r
 key ``_mongo_root_key``): a document whose array shrank, emptied or vanished sends one marker row
 (``_mongo_deleted``) that clears its old rows. Every row carries its package's ``_dlt_load_id``, so a load that
 never completed can be undone (load/warehouse.py).
+
+A partition of a partitioned collection replaces its window instead: every row (root and child) carries the
+partition's key in ``_mongo_partition``, the merge key of every table (no primary key), and each table the
+collection has gets one marker row with that key (``_mongo_deleted``): dlt's delete-insert then deletes all the
+window's old rows in every table, even one the window no longer has rows for, and inserts the new ones.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from mongodb_dlt.extract.columns import (
     LIST_INDEX,
     LOAD_ID,
     PARENT_ID,
+    PARTITION,
     ROOT_ID,
     ROOT_KEY,
     ROW_ID,
@@ -67,16 +73,19 @@ class Assembler:
         cursor_path: FieldPath | None = None,
         first_load: bool = False,
         nul_free_text: bool = False,
+        partition: str | None = None,
     ) -> None:
         self.names = names
+        self.partition = partition
         self.nul_free_text = nul_free_text
         self.load_id = load_id
         self.cursor_path = cursor_path
         self.write_disposition = options.write_disposition
         self.schema_contract = options.schema_contract
         self.stats = stats
-        self.merge = options.merges
-        self.clear_missing = self.merge and not first_load  # the warehouse holds no old array elements to clear
+        self.merge = options.merges and partition is None  # a partition replaces its window, not documents by key
+        # the warehouse holds no old array elements to clear (a first load), or the window's markers clear them all
+        self.clear_missing = self.merge and not first_load
         self.pending: dict[TablePath, list[pa.Table]] = {}
         self.pending_bytes = 0
 
@@ -108,6 +117,7 @@ class Assembler:
             DOCUMENT_KEY: batch.keys,
             ROW_ID: row_ids[()],
             LOAD_ID: self._load_ids(root.rows),
+            **self._partition_column(root.rows),
             **self._named(root_names, root, batch.keys),
         }
         yield (), pa.table(arrays)
@@ -128,6 +138,7 @@ class Assembler:
                 ROOT_ID: pc.take(row_ids[()], table.root_rows),
                 LIST_INDEX: table.list_index,
                 LOAD_ID: self._load_ids(table.rows),
+                **self._partition_column(table.rows),
                 **self._named(names, table, root_keys),
             }
             if self.merge:
@@ -155,6 +166,27 @@ class Assembler:
                 DELETED: pa.array([True] * len(missing), pa.bool_()),
             })
             yield path, markers
+
+    def clear_window(self) -> None:
+        """A partition's read, at its end: one marker row per table the collection has (known to the schema or met
+        now) that makes dlt delete the window's old rows there, whatever this read found."""
+        if self.partition is None:
+            return
+        for path in [(), *(path for path in self.names.tables if path != ())]:
+            key = DOCUMENT_KEY if path == () else ROOT_KEY
+            marker = {
+                key: pa.array([""], pa.string()),  # not null in the staging table; the row is never inserted
+                ROW_ID: random_row_ids(1),
+                LOAD_ID: self._load_ids(1),
+                DELETED: pa.array([True], pa.bool_()),
+                **self._partition_column(1),
+            }
+            self.pending.setdefault(path, []).append(pa.table(marker))
+
+    def _partition_column(self, rows: int) -> dict[str, pa.Array]:
+        if self.partition is None:
+            return {}
+        return {PARTITION: pa.repeat(pa.scalar(self.partition, pa.string()), rows)}
 
     def _load_ids(self, rows: int) -> pa.Array:
         # every row names its package, so a load that never completed can be undone (load/warehouse.py)
@@ -187,6 +219,10 @@ class Assembler:
             if self.merge:
                 columns[DELETED] = {"name": DELETED, "data_type": "bool", "nullable": True, "hard_delete": True}
                 keys = {"merge_key": ROOT_KEY}
+        if self.partition is not None:
+            columns[PARTITION] = {"name": PARTITION, "data_type": "text", "nullable": False}
+            columns[DELETED] = {"name": DELETED, "data_type": "bool", "nullable": True, "hard_delete": True}
+            keys = {"merge_key": PARTITION}
         hints = make_hints(
             table_name=names.name,
             write_disposition=self.write_disposition,  # type: ignore[arg-type]

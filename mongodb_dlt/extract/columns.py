@@ -37,9 +37,16 @@ DOCUMENT_KEY = "_mongo_key"
 ROOT_KEY = "_mongo_root_key"
 """Child tables: ``_mongo_key`` of the document the row belongs to; merge replaces a document's rows by it."""
 DELETED = "_mongo_deleted"
-"""Child tables of merge collections: true on the marker rows that clear a document's old rows (never stored)."""
+"""Child tables of merge collections (and every table of a partitioned one): true on the marker rows that clear a
+document's (or a window's) old rows (never stored)."""
 
-RESERVED_COLUMNS = frozenset({ROW_ID, PARENT_ID, ROOT_ID, LIST_INDEX, LOAD_ID, DOCUMENT_KEY, ROOT_KEY, DELETED})
+PARTITION = "_mongo_partition"
+"""Every row of a partitioned collection: the Dagster partition (its window) that loaded it; a partition's load
+replaces the rows holding its key (the merge key), in every table."""
+
+RESERVED_COLUMNS = frozenset(
+    {ROW_ID, PARENT_ID, ROOT_ID, LIST_INDEX, LOAD_ID, DOCUMENT_KEY, ROOT_KEY, DELETED, PARTITION}
+)
 
 PATH_HINT = "x-mongodb-path"
 TYPE_HINT = "x-mongodb-type"

@@ -5,13 +5,16 @@ Only pymongo lives here (mongomock stands in for it in unit tests): what comes b
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import bson
 import pymongo
+from bson import ObjectId
 from pymongo.collection import Collection
 
 from mongodb_dlt.errors import MongoUnreachableError, mask_secrets, mask_url
@@ -105,12 +108,49 @@ def projection(
     return dict.fromkeys(fields, 1)
 
 
+@dataclass(frozen=True)
+class Window:
+    """One partition's read: the documents whose ``field`` is ``$gte`` ``start`` and ``$lt`` ``end``. The bounds are
+    BSON dates, or ObjectIds made from the window's times for ``_id`` (``ObjectId.from_datetime``: the smallest
+    ObjectId of that second), so the range matches that one type bracket only, as MongoDB compares."""
+
+    key: str
+    """The Dagster partition key; every row the read writes carries it (columns.PARTITION)."""
+    field: str
+    start: Any
+    end: Any
+    first_start: Any
+    """The first window's start: a document whose field is not ``$gte`` it is in no window, now or later."""
+
+    @classmethod
+    def of(cls, key: str, field: str, start: dt.datetime, end: dt.datetime, first_start: dt.datetime) -> Window:
+        bound = ObjectId.from_datetime if field == "_id" else _utc
+        return cls(key, field, bound(start), bound(end), bound(first_start))
+
+    def condition(self) -> dict[str, Any]:
+        return {self.field: {"$gte": self.start, "$lt": self.end}}
+
+    def outside(self) -> dict[str, Any]:
+        """Matches what no window holds: before the first window, without the field, null, or of another type
+        (``$gte`` compares within one type bracket; ``$not`` matches all the rest)."""
+        return {self.field: {"$not": {"$gte": self.first_start}}}
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC)
+
+
 def query(
-    user_filter: Mapping[str, Any] | None, cursor_field: str | None, cursor_conditions: Sequence[Mapping[str, Any]]
+    user_filter: Mapping[str, Any] | None,
+    cursor_field: str | None,
+    cursor_conditions: Sequence[Mapping[str, Any]],
+    window: Window | None = None,
 ) -> dict[str, Any]:
     """The user's filter, and for an incremental read the cursor's conditions (one per type bracket, from
-    ``cursor.CursorState``): a document matching any of them is read."""
+    ``cursor.CursorState``): a document matching any of them is read. A partition's read adds its window."""
     found = dict(user_filter or {})
+    if window is not None:
+        return {"$and": [found, window.condition()]} if found else window.condition()
     if cursor_field is None:
         return found
     conditions = [{cursor_field: condition} for condition in cursor_conditions]

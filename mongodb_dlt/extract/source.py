@@ -69,6 +69,7 @@ def mongodb_collection(
     first_load: bool = False,
     nul_free_text: bool = False,
     stop: threading.Event | None = None,
+    window: mongo.Window | None = None,
     **option_values: Any,
 ) -> DltResource:
     """A dlt resource that reads one collection; nothing connects until dlt extracts it.
@@ -85,7 +86,9 @@ def mongodb_collection(
     ``nul_free_text`` says the destination cannot store U+0000 in text (PostgreSQL): a document holding one in a
     string fails the read, named by its key and field, before anything loads. ``stop``, once set, ends the read
     before the next batch is converted, with dlt's ``SignalReceivedException`` (dlt's own shutdown exception,
-    which nothing between here and the pipeline catches).
+    which nothing between here and the pipeline catches). ``window`` reads one partition of a partitioned
+    collection: its documents only, every row tagged with its key, and marker rows that clear the window's old rows
+    in every table (assembler.py); the documents in no window are counted into ``stats.outside_windows``.
     """
     label = f"{database}.{collection}"
     if client is None and connection_url is None:
@@ -113,7 +116,10 @@ def mongodb_collection(
             load_id: str | None = dlt.current.load_package_state()["load_id"]
         except CurrentLoadPackageStateNotAvailable:
             load_id = None  # iterated outside a pipeline: nothing is loaded, so nothing can need undoing
-        assembler = Assembler(names, options, run_stats, load_id, settings.cursor_path, first_load, nul_free_text)
+        partition = window.key if window is not None else None
+        assembler = Assembler(
+            names, options, run_stats, load_id, settings.cursor_path, first_load, nul_free_text, partition
+        )
         cursor_state = CursorState.load(dlt.current.resource_state(), cursor_field, label) if cursor_field else None
         conversions = ConversionQueue(label, conversion_processes)
 
@@ -126,7 +132,7 @@ def mongodb_collection(
                 cursor_conditions = cursor_state.conditions(
                     source, initial_value, merges=options.merges, key_paths=settings.key_paths
                 )
-            query = mongo.query(options.filter, cursor_field, cursor_conditions)
+            query = mongo.query(options.filter, cursor_field, cursor_conditions, window)
             logger.debug("%s: find %s sort %s", label, query, sort)
             tagged = {"comment": options.comment} if options.comment else {}
             if count_documents:
@@ -155,10 +161,13 @@ def mongodb_collection(
             for batch in conversions.drain():
                 yield from assembler.items(batch)
                 _count_batch(run_stats, batch, cursor_state)
+            assembler.clear_window()
             yield from assembler.flush()
             run_stats.batches_in_workers = conversions.in_workers
             if count_documents and run_stats.count_error is None:
                 _count_into(run_stats, source, query, tagged, before=False)
+            if window is not None:
+                _count_outside(run_stats, source, options.filter, window, tagged)
         finally:
             if client is None:
                 client_used.close()
@@ -187,6 +196,19 @@ def _count_into(
         stats.count_before = counted
     else:
         stats.count_after = counted
+
+
+def _count_outside(
+    stats: ExtractStats, source: Any, user_filter: dict[str, Any], window: mongo.Window, options: dict[str, Any]
+) -> None:
+    """The documents of the filter that no window holds: one count on the server, never a scan here."""
+    outside = {"$and": [user_filter, window.outside()]} if user_filter else window.outside()
+    counted = mongo.count(source, outside, **options)
+    stats.partition = window.key
+    if isinstance(counted, str):
+        stats.outside_windows_error = counted
+    else:
+        stats.outside_windows = counted
 
 
 def _count_batch(stats: ExtractStats, batch: ConvertedBatch, cursor_state: CursorState | None) -> None:

@@ -19,6 +19,7 @@ written, and commits only when its caller lets it (``LoadStop.commits_allowed``)
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import shutil
@@ -42,11 +43,12 @@ from dlt.pipeline.helpers import retry_schema_update
 from mongodb_dlt.config import CollectionConfig, DestinationConfig, resolve_connection_url
 from mongodb_dlt.errors import describe_error, disk_full, is_transient
 from mongodb_dlt.extract.cursor import display_cursor, last_value
+from mongodb_dlt.extract.mongo import Window
 from mongodb_dlt.extract.source import mongodb_collection
 from mongodb_dlt.load import warehouse
 from mongodb_dlt.load.destination import LoadDestination
 from mongodb_dlt.load.locking import collection_lock
-from mongodb_dlt.naming import SCHEMA_PREFIX, pipeline_name, root_table
+from mongodb_dlt.naming import SCHEMA_PREFIX, partition_lock_name, pipeline_name, root_table
 from mongodb_dlt.results import CollectionLoadResult, ExtractStats
 
 PROGRESS_LOG_EVERY_SECONDS = 10.0
@@ -180,17 +182,27 @@ class MongoDltLoader:
         return cls(LoadDestination.from_config(destination, pipelines_dir, base))
 
     def pipeline(
-        self, collection: CollectionConfig, dataset_name: str, destination: Destination[Any, Any]
+        self,
+        collection: CollectionConfig,
+        dataset_name: str,
+        destination: Destination[Any, Any],
+        window: Window | None = None,
     ) -> dlt.Pipeline:
         """The collection's pipeline with its state and schema as the warehouse holds them, after undoing any
         load the warehouse never recorded as complete. The local working folder is dropped first: it is scratch
-        space, and state from one warehouse or an older run must never drive a load."""
+        space, and state from one warehouse or an older run must never drive a load. A partition (``window``) works
+        in a folder of its own, undoes only its own window's rows, and starts from every table and column any
+        version of the schema holds (``_union_stored_schemas``)."""
         name = pipeline_name(collection.database, collection.asset_name)
         working_dir = self.destination.working_dir
+        if window is not None:
+            working_dir = working_dir / partition_lock_name(name, window.key)
         shutil.rmtree(working_dir / name, ignore_errors=True)  # what Pipeline.drop() removes
         pipeline = dlt.pipeline(pipeline_name=name, pipelines_dir=str(working_dir), dataset_name=dataset_name)
         pipeline.sync_destination(destination=destination, dataset_name=dataset_name)
-        undone = warehouse.rollback_incomplete_loads(pipeline)
+        if window is not None:
+            _union_stored_schemas(pipeline)
+        undone = warehouse.rollback_incomplete_loads(pipeline, window.key if window is not None else None)
         if undone:
             logging.getLogger(__name__).warning(
                 f"{collection.database}.{collection.name}: removed the rows of a load that never completed "
@@ -208,12 +220,14 @@ class MongoDltLoader:
         run_id: str | None = None,
         count_rows: bool = False,
         stop: LoadStop | None = None,
+        window: Window | None = None,
     ) -> CollectionLoadResult:
         """Load one collection, retrying transient errors with exponential backoff. Never raises for a
         failure of the collection itself: the error is in the result so siblings keep going. ``count_rows`` also
         takes the counts of ``RowCounts``: MongoDB's just before and after the read, for a collection read whole, and
         the warehouse's right after the load. ``stop`` ends the load early (see ``LoadStop``): its result then says
-        it was stopped, and no retry follows."""
+        it was stopped, and no retry follows. ``window`` loads one partition of a partitioned collection: its
+        window's rows replace the ones it held."""
         log = log or logging.getLogger(__name__)
         _import_lazy_modules(self.destination)
         _empty_staging_after_loads()
@@ -224,7 +238,7 @@ class MongoDltLoader:
             if stop is not None and stop.requested.is_set():
                 return _stopped(collection, dataset_name, started, attempt, log)
             try:
-                result = self._load_once(collection, dataset_name, log, run_id, count_rows, stop)
+                result = self._load_once(collection, dataset_name, log, run_id, count_rows, stop, window)
             except Exception as error:
                 stopping = stop is not None and stop.requested.is_set()
                 if stop is not None:
@@ -268,19 +282,26 @@ class MongoDltLoader:
         run_id: str | None,
         count_rows: bool,
         stop: LoadStop | None,
+        window: Window | None = None,
     ) -> CollectionLoadResult:
         label = f"{collection.database}.{collection.name}"
-        lock_file = self.destination.working_dir / f"{pipeline_name(collection.database, collection.asset_name)}.lock"
-        with collection_lock(lock_file, label, run_id):
+        lock_name = pipeline_name(collection.database, collection.asset_name)
+        if window is not None:
+            # one writer per partition: the partitions of a collection read, convert and normalize at once
+            label, lock_name = f"{label} partition {window.key}", partition_lock_name(lock_name, window.key)
+        with collection_lock(self.destination.working_dir / f"{lock_name}.lock", label, run_id):
             # Finds out before the extract whether the warehouse can be written, and undoes a load that died.
             with self.destination.session(log) as destination:
-                pipeline = self.pipeline(collection, dataset_name, destination)
+                pipeline = self.pipeline(collection, dataset_name, destination, window)
                 first_load = (
                     collection.merges
+                    and window is None
                     and self.destination.appends_first_loads
                     and warehouse.holds_no_tables_of(pipeline, root_table(collection.table_name))
                 )
-            return self._extract_and_load(pipeline, collection, dataset_name, log, count_rows, first_load, stop)
+            return self._extract_and_load(
+                pipeline, collection, dataset_name, log, count_rows, first_load, stop, window
+            )
 
     def _extract_and_load(
         self,
@@ -291,6 +312,7 @@ class MongoDltLoader:
         count_rows: bool,
         first_load: bool,
         stop: LoadStop | None,
+        window: Window | None = None,
     ) -> CollectionLoadResult:
         label = f"{collection.database}.{collection.name}"
         table = root_table(collection.table_name)
@@ -307,17 +329,20 @@ class MongoDltLoader:
             first_load=first_load,
             nul_free_text=not self.destination.stores_nul_in_text,
             stop=stop.requested if stop is not None else None,
+            window=window,
         )
         # a failed or stopped extract leaves nothing in the warehouse; the next run drops its package with the folder
         extract_info = pipeline.extract(resource, loader_file_format=self.destination.file_format)  # type: ignore[arg-type]
         if stop is not None and stop.requested.is_set():
             raise LoadStopped(f"{label}: stopped before normalizing")
         try:
-            met_once = collection.merges and self._declare_deduplicated(pipeline, extract_info, table, log)
+            met_once = (
+                collection.merges and window is None and self._declare_deduplicated(pipeline, extract_info, table, log)
+            )
             if first_load and met_once:
                 _append_first_load(pipeline, resource.name)
             pipeline.normalize()
-            with self.destination.session(log) as destination:
+            with self._partitions_take_turns(collection, window, log), self.destination.session(log) as destination:
                 if stop is not None:
                     stop.admit(collection.name)
                 load_info = _load_through_schema_races(pipeline, destination, label, log)
@@ -335,7 +360,7 @@ class MongoDltLoader:
             # next run: the next run reads the collection again from the state the warehouse holds.
             try:
                 with self.destination.session(log) as destination:
-                    self.pipeline(collection, dataset_name, destination)
+                    self.pipeline(collection, dataset_name, destination, window)
             except Exception as cleanup_error:
                 log.warning(f"{label}: the failed load's rows stay until the next run removes them "
                             f"({describe_error(cleanup_error)})")
@@ -366,6 +391,19 @@ class MongoDltLoader:
             cursor_after=last_value(pipeline.state, collection.table_name, cursor_field) if cursor_field else None,
             load_ids=list(load_info.loads_ids),
         )
+
+    def _partitions_take_turns(
+        self, collection: CollectionConfig, window: Window | None, log: logging.Logger
+    ) -> contextlib.AbstractContextManager[None]:
+        """A partition's load step waits for the collection's lock: dlt stages a merge in one staging table per
+        table and empties it when a load starts, so two partitions of one collection loading at once would merge
+        each other's rows. Their reads, conversion and normalize (most of the time) run at once."""
+        if window is None:
+            return contextlib.nullcontext()
+        label = f"{collection.database}.{collection.name}"
+        lock_name = pipeline_name(collection.database, collection.asset_name)
+        log.debug(f"{label} partition {window.key}: waiting for the collection's load step")
+        return collection_lock(self.destination.working_dir / f"{lock_name}.lock", label, wait=True)
 
     def _declare_deduplicated(
         self, pipeline: dlt.Pipeline, extract_info: ExtractInfo, table_name: str, log: logging.Logger
@@ -456,11 +494,33 @@ def _append_first_load(pipeline: dlt.Pipeline, resource_name: str) -> None:
                 column.pop("hard_delete", None)  # merge-only: dlt would warn that append ignores it
 
 
+def _union_stored_schemas(pipeline: dlt.Pipeline) -> None:
+    """Adds to the pipeline's schema every table and column that an older stored version has and the newest lacks.
+    Partitions of one collection load at once, each from the schema version it started with: the newest version
+    is then one partition's, and only all of them together name every child table (whose window rows a partition
+    must clear) and every column (whose name a new variant must not take). A column two versions type differently
+    keeps the newest's type."""
+    if pipeline.default_schema_name is None:
+        return  # nothing stored yet
+    schema = pipeline.default_schema
+    for stored in warehouse.stored_schemas(pipeline)[1:]:
+        for name, table in stored.get("tables", {}).items():
+            if name.startswith("_dlt"):
+                continue
+            known = schema.tables.get(name)
+            if known is None:
+                schema.tables[name] = table
+                continue
+            for column_name, column in table.get("columns", {}).items():
+                known["columns"].setdefault(column_name, column)
+
+
 def _remove_superseded_children(pipeline: dlt.Pipeline, collection: CollectionConfig, log: logging.Logger) -> None:
     """After a merge load (and before the next, should the process have died in between): the array elements of
     a document's older version, when the read met the document twice (warehouse.remove_superseded_children). A
-    failure here is logged, not raised: the load is complete, and the next load tries again."""
-    if not collection.merges:
+    failure here is logged, not raised: the load is complete, and the next load tries again. A partitioned
+    collection reads each window in ``_id`` order, meets no document twice and clears whole windows."""
+    if not collection.merges or collection.partitions is not None:
         return
     label = f"{collection.database}.{collection.name}"
     try:

@@ -38,14 +38,15 @@ def describe_holder(holder: dict[str, Any]) -> str:
 
 
 @contextmanager
-def collection_lock(path: Path, label: str, run_id: str | None = None) -> Iterator[None]:
+def collection_lock(path: Path, label: str, run_id: str | None = None, wait: bool = False) -> Iterator[None]:
     """Holds the exclusive lock at ``path`` for the block; raises CollectionBusyError at once when a live
-    process holds it."""
+    process holds it, or with ``wait`` waits until it is free (the partitions of one collection, taking turns
+    for their load step)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise CollectionBusyError(
                 f"{label} is being loaded by another process ({describe_holder(_holder(path))}); lock file "

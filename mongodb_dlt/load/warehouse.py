@@ -12,8 +12,10 @@ ever applied twice and no child row outlives its parent's load.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +26,7 @@ from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.job_client_impl import SqlJobClientBase
 
 from mongodb_dlt.errors import describe_error
-from mongodb_dlt.extract.columns import DOCUMENT_KEY, LOAD_ID, ROOT_ID, ROW_ID
+from mongodb_dlt.extract.columns import DOCUMENT_KEY, LOAD_ID, PARTITION, ROOT_ID, ROW_ID
 from mongodb_dlt.naming import schema_name as _pipeline_schema
 from mongodb_dlt.results import RowCounts
 
@@ -45,9 +47,10 @@ def _stored_tables(client: SqlJobClientBase, schema_name: str) -> dict[str, Any]
     return tables
 
 
-def rollback_incomplete_loads(pipeline: dlt.Pipeline) -> dict[str, int]:
+def rollback_incomplete_loads(pipeline: dlt.Pipeline, partition: str | None = None) -> dict[str, int]:
     """Deletes, from every table of the pipeline's schema, the rows of loads that ``_dlt_loads`` does not record as
-    complete. Returns the rows deleted per table (only tables that had any)."""
+    complete. Returns the rows deleted per table (only tables that had any). With ``partition``, only the rows of
+    that partition: other partitions of the collection may be loading at this moment, their rows not yet recorded."""
     undone: dict[str, int] = {}
     schema_name = _schema_name(pipeline)
     with pipeline.destination_client() as client:
@@ -58,14 +61,18 @@ def rollback_incomplete_loads(pipeline: dlt.Pipeline) -> dict[str, int]:
         loads = sql.make_qualified_table_name(client.schema.loads_table_name)
         load_id = sql.escape_column_name(LOAD_ID)
         incomplete = f"{load_id} IS NOT NULL AND {load_id} NOT IN (SELECT load_id FROM {loads} WHERE status = 0)"
+        params = () if partition is None else (partition,)
+        if partition is not None:
+            incomplete += f" AND {sql.escape_column_name(PARTITION)} = %s"
         targets = [
             name for name, table in sorted(tables.items())
             if not name.startswith("_dlt") and LOAD_ID in table.get("columns", {})
+            and (partition is None or PARTITION in table.get("columns", {}))
         ]
         for name in targets:
             qualified = sql.make_qualified_table_name(name)
             try:
-                rows = sql.execute_sql(f"SELECT COUNT(*) FROM {qualified} WHERE {incomplete}")
+                rows = sql.execute_sql(f"SELECT COUNT(*) FROM {qualified} WHERE {incomplete}", *params)
             except DatabaseUndefinedRelation:
                 continue
             if rows and rows[0][0]:
@@ -73,8 +80,35 @@ def rollback_incomplete_loads(pipeline: dlt.Pipeline) -> dict[str, int]:
         if undone:
             with sql.begin_transaction():
                 for name in undone:
-                    sql.execute_sql(f"DELETE FROM {sql.make_qualified_table_name(name)} WHERE {incomplete}")
+                    sql.execute_sql(f"DELETE FROM {sql.make_qualified_table_name(name)} WHERE {incomplete}", *params)
     return undone
+
+
+def stored_schemas(pipeline: dlt.Pipeline) -> list[dict[str, Any]]:
+    """Every version of the pipeline's schema the warehouse holds, newest first. Loads that ran at once (the
+    partitions of one collection) each stored the version they started from plus their own changes: together they
+    hold every table and column the collection has."""
+    with pipeline.destination_client() as client:
+        if not isinstance(client, SqlJobClientBase):
+            return []
+        sql = client.sql_client
+        versions = sql.make_qualified_table_name(client.schema.version_table_name)
+        try:
+            rows = sql.execute_sql(
+                f"SELECT schema FROM {versions} WHERE schema_name = %s ORDER BY inserted_at DESC",
+                _schema_name(pipeline),
+            )
+        except DatabaseUndefinedRelation:
+            return []
+    return [json.loads(_schema_text(row[0])) for row in rows or []]
+
+
+def _schema_text(stored: str) -> str:
+    # dlt compresses the schemas it stores on some destinations (base64 of zlib), as in its get_stored_schema
+    try:
+        return zlib.decompress(base64.b64decode(stored, validate=True)).decode("utf-8")
+    except (ValueError, zlib.error):
+        return stored
 
 
 def remove_superseded_children(pipeline: dlt.Pipeline) -> dict[str, int]:
