@@ -62,11 +62,12 @@ def _after(value: Any) -> dict[str, Any]:
     return {"$gte": float("-inf")} if is_nan(value) else {"$gt": server_value(value)}
 
 
-def between(after: Any, until: Any) -> list[dict[str, Any]]:
+def between(after: Any, until: Any) -> list[dict[str, Any]] | None:
     """Conditions on ``_id``, one per type bracket (a document matching any of them is in the range), selecting
-    ``after < _id <= until`` in MongoDB's order; ``UNBOUNDED`` leaves that side open. Both open: no condition."""
+    ``after < _id <= until`` in MongoDB's order; ``UNBOUNDED`` leaves that side open. Both open: None, no condition;
+    an empty list: nothing is left (after MaxKey)."""
     if after is UNBOUNDED and until is UNBOUNDED:
-        return []
+        return None
     low = BRACKET_MIN_KEY - 1 if after is UNBOUNDED else sort_bracket(after)
     high = BRACKET_MAX_KEY + 1 if until is UNBOUNDED else sort_bracket(until)
     found = []
@@ -117,7 +118,7 @@ class IdRange:
     documents: int = 0
     """Documents read in this range, over every chunk and run of the snapshot."""
 
-    def rest(self) -> list[dict[str, Any]]:
+    def rest(self) -> list[dict[str, Any]] | None:
         """The conditions on ``_id`` of what is left to read (``between``)."""
         return between(self.after if self.last is UNBOUNDED else self.last, self.until)
 

@@ -144,8 +144,13 @@ def mongodb_collection(
                     _count_into(run_stats, source, query, tagged, before=True)
                     snapshot.count_before = run_stats.count_before
                 run_stats.count_before = snapshot.count_before
-                reads = [(mongo.query(options.filter, "_id", id_range.rest()), id_range)
-                         for id_range in snapshot.ranges if not id_range.done]
+                reads = []
+                for id_range in snapshot.ranges:
+                    rest = id_range.rest()
+                    if rest == []:
+                        id_range.done = True  # it ended at MaxKey
+                    elif not id_range.done:
+                        reads.append((mongo.query(options.filter, "_id", rest or []), id_range))
             else:
                 if count_documents:
                     _count_into(run_stats, source, query, tagged, before=True)
