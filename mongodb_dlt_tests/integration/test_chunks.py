@@ -18,7 +18,7 @@ import pymongo
 import pytest
 from bson import Binary, Code, MaxKey, MinKey, ObjectId, Timestamp
 
-from mongodb_dlt.checks import rows_match_source
+from mongodb_dlt.checks import read_metadata, rows_match_source
 from mongodb_dlt.config import CollectionConfig, load_config
 from mongodb_dlt.extract import ranges
 from mongodb_dlt.extract.bson_arrow import CODEC_OPTIONS, identity
@@ -326,3 +326,8 @@ def test_rows_match_source_spans_a_resumed_snapshot(
     assert (counts.source_before, counts.source_after, counts.warehouse_rows) == (100, 110, 110)
     check = rows_match_source(dg.AssetKey(["raw_shop", "orders"]), loads.collection, result)
     assert check.passed, check.description
+    assert "finished a snapshot an earlier run started" in str(check.metadata["explanation"].value)
+    metadata = read_metadata(result)
+    assert metadata["snapshot_resumed"].value is True and metadata["snapshot_documents"].value == 110
+    assert metadata["chunks"].value == 2 and metadata["snapshot_chunks"].value == 3
+    assert metadata["snapshot_ranges"].value == ["(start, end]: done, 110 documents"]
