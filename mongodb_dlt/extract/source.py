@@ -152,6 +152,9 @@ def mongodb_collection(
                     elif not id_range.done:
                         reads.append((mongo.query(options.filter, "_id", rest or []), id_range))
             else:
+                # a snapshot left by chunked runs, chunk_size since set to null (or the collection made replace or
+                # given a limit): this read covers it, and a later chunked read starts a snapshot of its own
+                resource_state.pop(ranges.STATE_KEY, None)
                 if count_documents:
                     _count_into(run_stats, source, query, tagged, before=True)
                 reads = [(query, None)]

@@ -46,7 +46,9 @@ class Loads:
     """The project's collection, loaded in this process with ``chunk_size`` CHUNK; ``after_chunk`` runs a callback
     as each chunk commits (its number in the run), to cut the read short or change the collection there."""
 
-    def __init__(self, project: Project, options: str, chunk_size: int = CHUNK, batch_size: int = BATCH) -> None:
+    def __init__(
+        self, project: Project, options: str, chunk_size: int | str = CHUNK, batch_size: int = BATCH
+    ) -> None:
         project.write_config(
             f"""
             defaults: {{batch_size: {batch_size}, chunk_size: {chunk_size}, retries: {{max_attempts: 1}}}}
@@ -331,3 +333,20 @@ def test_rows_match_source_spans_a_resumed_snapshot(
     assert metadata["snapshot_resumed"].value is True and metadata["snapshot_documents"].value == 110
     assert metadata["chunks"].value == 2 and metadata["snapshot_chunks"].value == 3
     assert metadata["snapshot_ranges"].value == ["(start, end]: done, 110 documents"]
+
+
+def test_a_snapshot_in_progress_is_dropped_by_a_read_in_one_package(
+    project: Project, standin: MongoStandIn, chunk_hook: list[Callable[[int], None]]
+) -> None:
+    """``chunk_size`` set to null (or ``replace``) while a snapshot is in progress: that run reads everything in one
+    package and drops the progress, so a later chunked run starts a snapshot of its own."""
+    standin.client.shop.orders.insert_many([document(i) for i in range(100)])
+    chunk_hook.append(lambda chunk: standin.fail_collection("shop", "orders", times=1) if chunk == 1 else None)
+    assert not Loads(project, "{}").run().succeeded
+    chunk_hook.clear()
+    whole = Loads(project, "{}", chunk_size="null")
+    assert whole.snapshot() is not None
+    result = whole.run()
+    assert result.succeeded and result.documents_read == 100 and result.chunks == 0
+    assert whole.snapshot() is None
+    assert Loads(project, "{}").run().documents_read == 100
