@@ -158,8 +158,6 @@ def mongodb_collection(
                 if count_documents:
                     _count_into(run_stats, source, query, tagged, before=True)
                 reads = [(query, None)]
-            if chunked and run_stats.estimated_documents is None:
-                run_stats.estimated_documents = mongo.estimated_count(source)
             budget = _ChunkBudget(options) if chunked else None
             boundary = cursor_state.boundary() if cursor_state is not None else None
             for read_query, id_range in reads:
@@ -206,6 +204,9 @@ def mongodb_collection(
                 _count_batch(run_stats, batch, cursor_state)
             yield from assembler.flush()
             run_stats.batches_in_workers += conversions.in_workers
+            if chunked and run_stats.estimated_documents is None:
+                # for the progress lines: asked after the read, which it must never hold up
+                run_stats.estimated_documents = mongo.estimated_count(source)
             if count_documents and run_stats.read_complete and run_stats.count_error is None:
                 _count_into(run_stats, source, query, tagged, before=False)
         finally:
