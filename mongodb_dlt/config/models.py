@@ -43,8 +43,9 @@ _SIZE = re.compile(r"(?i)(?P<number>\d+(\.\d+)?)\s*(?P<unit>b|kb|mb|gb|tb|kib|mi
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
           "tib": 2**40}
 DEFAULT_CHUNK_SIZE: Final = "512MB"
-"""Measured with benchmarks/fast_standin.py (README, Big collections): a package costs dlt about half a second
-whatever it holds, so chunks of this size keep that overhead near 2% while a kill loses at most ~15 s of reading."""
+"""Measured with benchmarks/resume_after_kill.py (README, Big collections): a package costs 0.5-1.5 s whatever it
+holds (DuckDB's checkpoint as the loader lets go of the file, dlt's work per step), so chunks of this size keep that
+near 5% of a load, while a kill loses at most this much reading (~15-20 s here)."""
 
 
 def _size_in_bytes(text: str) -> int:

@@ -20,6 +20,7 @@ from bson import Binary, Code, MaxKey, MinKey, ObjectId, Timestamp
 
 from mongodb_dlt.checks import read_metadata, rows_match_source
 from mongodb_dlt.config import CollectionConfig, load_config
+from mongodb_dlt.errors import ConfigError
 from mongodb_dlt.extract import ranges
 from mongodb_dlt.extract.bson_arrow import CODEC_OPTIONS, identity
 from mongodb_dlt.load import loader as loader_module
@@ -350,3 +351,21 @@ def test_a_snapshot_in_progress_is_dropped_by_a_read_in_one_package(
     assert result.succeeded and result.documents_read == 100 and result.chunks == 0
     assert whole.snapshot() is None
     assert Loads(project, "{}").run().documents_read == 100
+
+
+@pytest.mark.parametrize(
+    ("value", "documents", "size"),
+    [("250000", 250_000, None), ("512MB", None, 512_000_000), ("1 GiB", None, 2**30), ("null", None, None)],
+)
+def test_chunk_size_is_documents_or_a_size(
+    project: Project, value: str, documents: int | None, size: int | None
+) -> None:
+    chunks = Loads(project, "{}", chunk_size=value).collection
+    assert (chunks.chunk_documents, chunks.chunk_bytes, chunks.chunked) == (documents, size, value != "null")
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots", "0MB", "2.5", "true"])
+def test_a_chunk_size_that_is_neither_is_refused_where_it_is(project: Project, value: str) -> None:
+    refused = r"line 2, key defaults\.chunk_size: .*(expected a number of documents|no size)"
+    with pytest.raises(ConfigError, match=refused):
+        Loads(project, "{}", chunk_size=value)
