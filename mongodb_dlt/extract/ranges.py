@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import bson
+import pymongo
 from bson.raw_bson import RawBSONDocument
 
 from mongodb_dlt.extract.bson_arrow import CODEC_OPTIONS
@@ -225,5 +226,5 @@ def operation_time(client: Any) -> Any:
         with client.start_session() as session:
             client.admin.command("ping", session=session)
             return session.operation_time
-    except (AttributeError, NotImplementedError, bson.errors.BSONError):
-        return None
+    except (AttributeError, NotImplementedError, bson.errors.BSONError, pymongo.errors.ConfigurationError):
+        return None  # a client without sessions (mongomock), or a server without them
