@@ -73,13 +73,14 @@ SCENARIOS = [
     ),
     *(Scenario("merge", "merge_committed", destination=destination) for destination in ("duckdb", "postgres")),
     *(Scenario(disposition, "job_committed", lose_working_folder=True) for disposition in DISPOSITIONS),
-    # replace reads in one package: no chunks to die between. PostgreSQL commits a job's rows file by file.
+    # replace reads in one package: no chunks to die between. A chunk's read dies the same way on both.
     *(
         Scenario(disposition, point, destination=destination)
         for disposition in ("merge", "append", "append_incremental")
-        for destination, points in (("duckdb", CHUNK_POINTS), ("postgres", ("chunk_job_committed",)))
-        for point in points
+        for destination in ("duckdb", "postgres")
+        for point in ("chunk_job_committed", "between_chunks")
     ),
+    Scenario("merge", "chunk_read"),
     Scenario("merge", "between_chunks", lose_working_folder=True),
 ]
 
