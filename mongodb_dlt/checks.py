@@ -2,8 +2,9 @@
 
 - ``rows_match_source`` (ERROR): the warehouse holds what MongoDB holds. A collection read whole (merge or
   replace, no incremental) must hold as many documents (distinct ``_mongo_key`` in its root table) as MongoDB
-  counts for its filter, between the counts taken just before and just after the read (at most ``limit``). Any
-  other collection must have gained one root row per document this load read.
+  counts for its filter, between the counts taken just before and just after the read (at most ``limit``); a
+  chunked snapshot that a later run finished spans both runs: the first count is from the snapshot's start. Any
+  other collection must have gained one root row per document this load read (the chunks this run committed).
 - ``no_type_drift`` (WARN): against the collection's earlier loads, the load added no variant column (a field
   holding a new type) and stored no field as JSON that ``json_paths`` did not ask for. A first load (no earlier
   columns) has nothing to drift from: it passes, and says which fields it found holding several types or stored
@@ -136,6 +137,36 @@ def _n(count: int) -> str:
     return f"{count:,}"
 
 
+def read_metadata(result: CollectionLoadResult) -> dict[str, Any]:
+    """A chunked read's asset metadata: its chunks and bytes, and for a snapshot read in ``_id`` ranges, the
+    ranges and what the whole snapshot read (over every run that read part of it)."""
+    if not result.chunks:
+        return {}
+    metadata: dict[str, Any] = {
+        "chunks": dg.MetadataValue.int(result.chunks),
+        "bytes_read": dg.MetadataValue.int(result.read.bytes),
+    }
+    snapshot = result.read.snapshot
+    if snapshot is not None:
+        metadata["snapshot_ranges"] = dg.MetadataValue.json([id_range.describe() for id_range in snapshot.ranges])
+        metadata["snapshot_chunks"] = dg.MetadataValue.int(snapshot.chunks)
+        metadata["snapshot_documents"] = dg.MetadataValue.int(snapshot.documents)
+        metadata["snapshot_started_at"] = dg.MetadataValue.text(snapshot.started_at)
+        metadata["snapshot_resumed"] = dg.MetadataValue.bool(snapshot.resumed)
+    return metadata
+
+
+def _read(result: CollectionLoadResult) -> str:
+    read = f"this load read {_n(result.documents_read)} documents"
+    snapshot = result.read.snapshot
+    if snapshot is not None and snapshot.resumed:
+        read += (
+            f" (it finished a snapshot an earlier run started at {snapshot.started_at}: {_n(snapshot.documents)} "
+            f"documents in {snapshot.chunks} chunks; MongoDB's first count is from its start)"
+        )
+    return read
+
+
 def rows_match_source(
     key: dg.AssetKey, collection: CollectionConfig, result: CollectionLoadResult
 ) -> dg.AssetCheckResult:
@@ -196,7 +227,7 @@ def _whole_collection(
         )
     if limit:
         source += f"; `limit` is {_n(limit)}, so {_n(low)}" + (f" to {_n(high)}" if high != low else "") + " expected"
-    read = f"this load read {_n(result.documents_read)} documents"
+    read = _read(result)
     if low <= rows <= high:
         return True, f"`{table}` holds {_n(rows)} documents; {source}; {read}."
     if rows > high:

@@ -33,7 +33,13 @@ from typing import Any
 
 import dagster as dg
 
-from mongodb_dlt.checks import ROWS_MATCH_SOURCE, check_results, checks_without_their_asset, collection_check_specs
+from mongodb_dlt.checks import (
+    ROWS_MATCH_SOURCE,
+    check_results,
+    checks_without_their_asset,
+    collection_check_specs,
+    read_metadata,
+)
 from mongodb_dlt.config import CollectionConfig, DatabaseConfig, PartitionsConfig, ProjectConfig, resolve_connection_url
 from mongodb_dlt.errors import ConfigError, MongoUnreachableError
 from mongodb_dlt.extract.mongo import Window, check_reachable
@@ -178,6 +184,7 @@ def _metadata(result: CollectionLoadResult) -> dict[str, Any]:
         "attempts": dg.MetadataValue.int(result.attempts),
         "schema_changes": dg.MetadataValue.md("\n".join(result.schema_changes) or "no changes"),
         "load_ids": dg.MetadataValue.text(", ".join(result.load_ids) or "nothing new to load"),
+        **read_metadata(result),
     }
     if result.read.partition is not None:
         metadata["partition"] = dg.MetadataValue.text(result.read.partition)

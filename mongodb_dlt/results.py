@@ -69,6 +69,14 @@ class ExtractStats:
     outside_windows_error: str | None = None
     """Why the server could not count them."""
     on_progress: Callable[[int], None] | None = None
+    bytes: int = 0
+    """BSON bytes read (documents as the server sent them)."""
+    read_complete: bool = True
+    """False when a chunk of a chunked read stopped at ``chunk_size`` with more to read."""
+    estimated_documents: int | None = None
+    """MongoDB's estimate of the collection's documents (its metadata), for a chunked read's progress."""
+    snapshot: Any = None
+    """A chunked snapshot's progress (``extract.ranges.Snapshot``) after the last chunk read."""
 
     def add_rows(self, table: str, rows: int) -> None:
         self.rows[table] = self.rows.get(table, 0) + rows
@@ -117,6 +125,8 @@ class CollectionLoadResult:
     duration_seconds: float = 0.0
     attempts: int = 1
     load_ids: list[str] = field(default_factory=list)
+    chunks: int = 0
+    """Chunks this load committed, one package each (``chunk_size``); 0: the read was one package."""
     error: str | None = None
 
     @property

@@ -40,6 +40,20 @@ _DOTTED_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 _DATABASE_FORBIDDEN_CHARS = frozenset('/\\. "$*<>:|?\0')
 _MAX_DATABASE_NAME_BYTES = 63
 _EXTENDED_JSON = json_util.JSONOptions(tz_aware=True, tzinfo=dt.UTC)
+_SIZE = re.compile(r"(?i)(?P<number>\d+(\.\d+)?)\s*(?P<unit>b|kb|mb|gb|tb|kib|mib|gib|tib)")
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+          "tib": 2**40}
+DEFAULT_CHUNK_SIZE: Final = "512MB"
+"""Measured with benchmarks/resume_after_kill.py (README, Big collections): a package costs 0.5-1.5 s whatever it
+holds (DuckDB's checkpoint as the loader lets go of the file, dlt's work per step), so chunks of this size keep that
+near 5% of a load, while a kill loses at most this much reading (~15-20 s here)."""
+
+
+def _size_in_bytes(text: str) -> int:
+    found = _SIZE.fullmatch(text.strip())
+    if found is None:
+        raise ValueError(f"{text!r} is not a size")
+    return int(float(found["number"]) * _UNITS[found["unit"].lower()])
 
 
 def default_of(model: type[BaseModel], field: str) -> Any:
@@ -425,6 +439,11 @@ class CollectionOptions(_Frozen):
     limit: int | None = Field(None, gt=0, description="None: no cap on documents per run")
     incremental: IncrementalConfig | None = Field(None, description="None: read the whole collection every run")
     batch_size: int = Field(1000, gt=0, description="documents per cursor batch and per page handed to dlt")
+    chunk_size: int | str | None = Field(
+        DEFAULT_CHUNK_SIZE,
+        description="documents (a number) or BSON bytes read (a size: 512MB) per load package; null: one package "
+        "per run",
+    )
     comment: str | None = Field(
         None,
         min_length=1,
@@ -480,6 +499,35 @@ class CollectionOptions(_Frozen):
         """A merge or replace collection without incremental reads every document its filter matches on each run,
         so its root table should hold as many documents as MongoDB does; any other adds what it reads."""
         return self.incremental is None and self.partitions is None and self.write_disposition in ("merge", "replace")
+
+    @property
+    def chunked(self) -> bool:
+        """Reads in chunks, each committed with its progress (``chunk_size``): not ``replace``, which swaps the
+        whole table in one load, nor a ``limit``, which caps one run."""
+        return self.chunk_size is not None and self.write_disposition != "replace" and self.limit is None
+
+    @property
+    def chunk_documents(self) -> int | None:
+        """``chunk_size`` given as documents, else None."""
+        return self.chunk_size if isinstance(self.chunk_size, int) else None
+
+    @property
+    def chunk_bytes(self) -> int | None:
+        """``chunk_size`` given as a size, in bytes, else None."""
+        return _size_in_bytes(self.chunk_size) if isinstance(self.chunk_size, str) else None
+
+    @field_validator("chunk_size", mode="before")
+    @classmethod
+    def _chunk_size(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            return value
+        if isinstance(value, str) and _SIZE.fullmatch(value.strip()):
+            if _size_in_bytes(value) <= 0:
+                raise ValueError(f"{value!r} is no size: give more than 0 bytes")
+            return value.strip()
+        raise ValueError(
+            f"expected a number of documents (250000) or a size in bytes (512MB, 1GB), got {show_value(value)}"
+        )
 
     @field_validator("json_paths", mode="before")
     @classmethod

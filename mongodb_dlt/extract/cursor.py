@@ -107,6 +107,16 @@ _BY_RANK = {bracket.rank: bracket for bracket in READ_BRACKETS}
 _BY_NAME = {bracket.name: bracket for bracket in READ_BRACKETS}
 
 
+def encode_value(value: Any) -> str:
+    """A BSON value as the state keeps it: canonical Extended JSON, so its type survives."""
+    return json_util.dumps(value, json_options=_CURSOR_JSON)
+
+
+def decode_value(text: str) -> Any:
+    """A value kept by ``encode_value``, decoded as the converter decodes documents (DatetimeMS, Binary)."""
+    return json_util.loads(text, json_options=_CURSOR_JSON)
+
+
 def display_cursor(value: Any) -> Any:
     """A cursor value as metadata shows it: dates as ISO-8601 UTC, ObjectIds as hex, else as the value is."""
     if isinstance(value, bson.datetime_ms.DatetimeMS):
@@ -135,7 +145,7 @@ def _initial_server_value(value: Any, collection: Collection, cursor_field: str)
     return value
 
 
-def _server_value(value: Any) -> Any:
+def server_value(value: Any) -> Any:
     """A kept cursor value as the client sends it: a date as a datetime where Python can hold it (both encode to
     the same BSON date)."""
     if isinstance(value, bson.datetime_ms.DatetimeMS):
@@ -146,7 +156,7 @@ def _server_value(value: Any) -> Any:
     return value
 
 
-def _is_nan(value: Any) -> bool:
+def is_nan(value: Any) -> bool:
     # MongoDB sorts NaN below every number, but {$gte: NaN} matches NaN alone: after NaN, read all numbers
     if isinstance(value, float):
         return math.isnan(value)
@@ -220,10 +230,10 @@ class CursorState:
         cursor = cls(state, cursor_field, label)
         if "brackets" in state:
             for name, kept in state["brackets"].items():
-                value = json_util.loads(kept["last_value_bson"], json_options=_CURSOR_JSON)
+                value = decode_value(kept["last_value_bson"])
                 cursor.positions[_BY_NAME[name].rank] = _Position(value, set(kept.get("keys_at_last_value", [])))
         elif "last_value_bson" in state:
-            value = json_util.loads(state["last_value_bson"], json_options=_CURSOR_JSON)
+            value = decode_value(state["last_value_bson"])
             cursor.older_layout = (value, list(state.get("keys_at_last_value", [])), False)
         elif state.get("last_value") is not None:
             cursor.older_layout = (state["last_value"], [], True)
@@ -245,10 +255,10 @@ class CursorState:
             value = position.value if position is not None else None
             if value is None and start is not None and sort_bracket(start) == bracket.rank:
                 value = start
-            if value is None or not bracket.ranged or _is_nan(value):
+            if value is None or not bracket.ranged or is_nan(value):
                 found.append(dict(bracket.whole))
             else:
-                found.append({"$gte": _server_value(value)})
+                found.append({"$gte": server_value(value)})
         return found
 
     def _migrate(self, collection: Collection, merges: bool, key_paths: Sequence[FieldPath]) -> None:
@@ -278,7 +288,7 @@ class CursorState:
             if not newest:
                 continue
             top = get_path(newest[0], self.path)
-            at_top = self._read(collection, {self.field: _server_value(top)}, sort=None, limit=0)
+            at_top = self._read(collection, {self.field: server_value(top)}, sort=None, limit=0)
             top_keys = {composite_identity(document, key_paths) for document in at_top}
             self.positions[bracket.rank] = _Position(top, top_keys)
             self.previous[identity(top)] = frozenset(top_keys)
@@ -341,7 +351,7 @@ class CursorState:
             position = self.positions[rank]
             brackets[_BY_RANK[rank].name] = {
                 "last_value": display_cursor(position.value),
-                "last_value_bson": json_util.dumps(position.value, json_options=_CURSOR_JSON),
+                "last_value_bson": encode_value(position.value),
                 "keys_at_last_value": sorted(position.keys),
             }
         self.state.pop("last_value_bson", None)

@@ -146,12 +146,13 @@ def query(
     cursor_conditions: Sequence[Mapping[str, Any]],
     window: Window | None = None,
 ) -> dict[str, Any]:
-    """The user's filter, and for an incremental read the cursor's conditions (one per type bracket, from
-    ``cursor.CursorState``): a document matching any of them is read. A partition's read adds its window."""
+    """The user's filter, and conditions on one field, one per type bracket: an incremental read's cursor
+    (``cursor.CursorState``), or ``_id`` for a range of a snapshot (``ranges.between``). A document matching any of
+    them is read; none: the filter alone. A partition's read is its window instead (partitions are not chunked)."""
     found = dict(user_filter or {})
     if window is not None:
         return {"$and": [found, window.condition()]} if found else window.condition()
-    if cursor_field is None:
+    if cursor_field is None or not cursor_conditions:
         return found
     conditions = [{cursor_field: condition} for condition in cursor_conditions]
     # an $or of ranges on one field: each uses the field's index, and their sorted results merge (SORT_MERGE)
@@ -191,3 +192,11 @@ def count(source: Collection, query: Mapping[str, Any], **options: Any) -> int |
         if isinstance(error, pymongo.errors.ExecutionTimeout):
             raise
         return mask_secrets(f"{type(error).__name__}: {_FULL_ERROR.split(str(error), maxsplit=1)[0]}")
+
+
+def estimated_count(source: Collection) -> int | None:
+    """MongoDB's estimate of the collection's documents, from its metadata (no scan); None when it gives none."""
+    try:
+        return int(source.estimated_document_count())
+    except (pymongo.errors.OperationFailure, NotImplementedError):
+        return None

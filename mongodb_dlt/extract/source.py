@@ -4,7 +4,8 @@
 options, defaults included); ``mongodb`` groups several into a dlt source. The server gets the user filter and, for
 an incremental collection, the cursor's conditions (``$gte`` the last value in each BSON type bracket, cursor.py)
 sorted by the cursor, so a run reads only new documents, whatever their cursor's type. Without incremental the read
-is sorted by ``_id`` so it is deterministic.
+is sorted by ``_id`` so it is deterministic. A chunked read (``chunk_size``) stops once a chunk is full and goes on
+where it stopped at the next extraction: from the positions of the cursor, or of its ``_id`` ranges (ranges.py).
 
 Each server reply (``find_raw_batches``: the BSON bytes, not decoded) is converted to Arrow by ``bson_arrow``
 (in worker processes once the read is long enough, workers.py), while this process keeps reading; the converted
@@ -30,11 +31,12 @@ from dlt.common.typing import TDataItems
 from dlt.extract import DltResource
 
 from mongodb_dlt.config import CollectionOptions
-from mongodb_dlt.extract import mongo
+from mongodb_dlt.extract import mongo, ranges
 from mongodb_dlt.extract.assembler import Assembler
 from mongodb_dlt.extract.bson_arrow import ConversionSettings, ConvertedBatch
 from mongodb_dlt.extract.columns import CollectionNames
 from mongodb_dlt.extract.cursor import CursorState
+from mongodb_dlt.extract.ranges import Snapshot
 from mongodb_dlt.extract.workers import ConversionQueue
 from mongodb_dlt.naming import root_table
 from mongodb_dlt.results import ExtractStats
@@ -70,6 +72,7 @@ def mongodb_collection(
     nul_free_text: bool = False,
     stop: threading.Event | None = None,
     window: mongo.Window | None = None,
+    chunked: bool = False,
     **option_values: Any,
 ) -> DltResource:
     """A dlt resource that reads one collection; nothing connects until dlt extracts it.
@@ -89,6 +92,10 @@ def mongodb_collection(
     which nothing between here and the pipeline catches). ``window`` reads one partition of a partitioned
     collection: its documents only, every row tagged with its key, and marker rows that clear the window's old rows
     in every table (assembler.py); the documents in no window are counted into ``stats.outside_windows``.
+    ``chunked`` (never with ``window``: a window is one package) reads one chunk (``chunk_size``) per
+    extraction, its progress in the resource state committed with its rows: a collection read whole as ``_id``
+    ranges (ranges.py), an incremental one along its cursor, whose state is its progress. ``stats.read_complete``
+    then says whether the extraction read to the end.
     """
     label = f"{database}.{collection}"
     if client is None and connection_url is None:
@@ -97,6 +104,8 @@ def mongodb_collection(
         raise ValueError(f"{label}: give options or keyword options, not both")
     if options is None:
         options = CollectionOptions.model_validate(option_values)
+    if chunked and window is not None:
+        raise ValueError(f"{label}: a partition's window is read in one package, not in chunks")
     cursor_field = options.incremental.cursor_field if options.incremental is not None else None
     key_fields = list(options.primary_key) or ["_id"]
     required_fields = ["_id", *key_fields] if cursor_field is None else ["_id", *key_fields, cursor_field]
@@ -124,6 +133,10 @@ def mongodb_collection(
         conversions = ConversionQueue(label, conversion_processes)
 
         client_used = client if client is not None else mongo.connect(connection_url)  # type: ignore[arg-type]
+        resource_state = dlt.current.resource_state()
+        snapshot: Snapshot | None = None
+        run_stats.read_complete = True
+        documents_before, bytes_before = run_stats.documents + run_stats.skipped_at_boundary, run_stats.bytes
         try:
             source = client_used[database][collection]
             cursor_conditions = []
@@ -133,38 +146,78 @@ def mongodb_collection(
                     source, initial_value, merges=options.merges, key_paths=settings.key_paths
                 )
             query = mongo.query(options.filter, cursor_field, cursor_conditions, window)
-            logger.debug("%s: find %s sort %s", label, query, sort)
             tagged = {"comment": options.comment} if options.comment else {}
-            if count_documents:
-                _count_into(run_stats, source, query, tagged, before=True)
-            raw_batches = mongo.raw_batches(
-                source,
-                query,
-                projection=read_projection,
-                sort=sort,
-                batch_size=options.batch_size,
-                limit=options.limit or 0,
-                # a cursor field without an index is sorted by the server; past 100 MB it needs the disk
-                allow_disk_use=cursor_field is not None or None,
-                **tagged,
-            )
+            if chunked and cursor_field is None:
+                snapshot = _snapshot(resource_state, first_load, client_used)
+                if count_documents and snapshot.count_before is None:
+                    _count_into(run_stats, source, query, tagged, before=True)
+                    snapshot.count_before = run_stats.count_before
+                run_stats.count_before = snapshot.count_before
+                reads = []
+                for id_range in snapshot.ranges:
+                    rest = id_range.rest()
+                    if rest == []:
+                        id_range.done = True  # it ended at MaxKey
+                    elif not id_range.done:
+                        reads.append((mongo.query(options.filter, "_id", rest or []), id_range))
+            else:
+                # a snapshot left by chunked runs, chunk_size since set to null (or the collection made replace or
+                # given a limit): this read covers it, and a later chunked read starts a snapshot of its own
+                resource_state.pop(ranges.STATE_KEY, None)
+                if count_documents:
+                    _count_into(run_stats, source, query, tagged, before=True)
+                reads = [(query, None)]
+            budget = _ChunkBudget(options) if chunked else None
             boundary = cursor_state.boundary() if cursor_state is not None else None
-            for raw in raw_batches:
-                if stop is not None and stop.is_set():
-                    raise SignalReceivedException(signal.SIGTERM)
-                if not names.json_paths <= run_settings.json_paths:
-                    run_settings = replace(run_settings, json_paths=run_settings.json_paths | names.json_paths)
-                conversions.put(raw, run_settings, boundary)
-                for batch in conversions.take():
-                    yield from assembler.items(batch)
-                    _count_batch(run_stats, batch, cursor_state)
+            for read_query, id_range in reads:
+                logger.debug("%s: find %s sort %s", label, read_query, sort)
+                raw_batches = mongo.raw_batches(
+                    source,
+                    read_query,
+                    projection=read_projection,
+                    sort=sort,
+                    batch_size=options.batch_size,
+                    limit=options.limit or 0,
+                    # a cursor field without an index is sorted by the server; past 100 MB it needs the disk
+                    allow_disk_use=cursor_field is not None or None,
+                    **tagged,
+                )
+                try:
+                    for raw in raw_batches:
+                        if stop is not None and stop.is_set():
+                            raise SignalReceivedException(signal.SIGTERM)
+                        if not names.json_paths <= run_settings.json_paths:
+                            run_settings = replace(run_settings, json_paths=run_settings.json_paths | names.json_paths)
+                        conversions.put(raw, run_settings, boundary)
+                        run_stats.bytes += len(raw)
+                        if id_range is not None or budget is not None:
+                            documents, last_id = ranges.batch_end(raw)
+                            if id_range is not None:
+                                id_range.last = last_id
+                                id_range.documents += documents
+                            if budget is not None and budget.spend(documents, len(raw)):
+                                break  # the chunk is full: the next package reads on
+                        for batch in conversions.take():
+                            yield from assembler.items(batch)
+                            _count_batch(run_stats, batch, cursor_state)
+                    else:
+                        if id_range is not None:
+                            id_range.done = True
+                        continue
+                finally:
+                    raw_batches.close()
+                run_stats.read_complete = False
+                break
             for batch in conversions.drain():
                 yield from assembler.items(batch)
                 _count_batch(run_stats, batch, cursor_state)
             assembler.clear_window()
             yield from assembler.flush()
-            run_stats.batches_in_workers = conversions.in_workers
-            if count_documents and run_stats.count_error is None:
+            run_stats.batches_in_workers += conversions.in_workers
+            if chunked and run_stats.estimated_documents is None:
+                # for the progress lines: asked after the read, which it must never hold up
+                run_stats.estimated_documents = mongo.estimated_count(source)
+            if count_documents and run_stats.read_complete and run_stats.count_error is None:
                 _count_into(run_stats, source, query, tagged, before=False)
             if window is not None:
                 _count_outside(run_stats, source, options.filter, window, tagged)
@@ -173,8 +226,14 @@ def mongodb_collection(
                 client_used.close()
         if cursor_state is not None:
             cursor_state.save()
+        if snapshot is not None:
+            snapshot.chunks += 1
+            snapshot.documents += run_stats.documents + run_stats.skipped_at_boundary - documents_before
+            snapshot.bytes += run_stats.bytes - bytes_before
+            snapshot.save(resource_state)
+            run_stats.snapshot = snapshot
         run_stats.columns = names.all_paths()
-        run_stats.new_columns = names.new_columns_since(known_columns, settings.json_paths)
+        run_stats.new_columns.extend(names.new_columns_since(known_columns, settings.json_paths))
         logger.debug("%s: done, %d documents", label, run_stats.documents)
 
     return dlt.resource(  # type: ignore[call-overload, no-any-return]
@@ -184,6 +243,32 @@ def mongodb_collection(
         max_table_nesting=options.max_table_nesting,
         schema_contract=options.schema_contract,
     )
+
+
+class _ChunkBudget:
+    """What one chunk may read (``chunk_size``: documents or BSON bytes) and what it has read."""
+
+    def __init__(self, options: CollectionOptions) -> None:
+        self.max_documents = options.chunk_documents
+        self.max_bytes = options.chunk_bytes
+        self.documents = 0
+        self.bytes = 0
+
+    def spend(self, documents: int, size: int) -> bool:
+        """Counts a batch read; True once the chunk is full."""
+        self.documents += documents
+        self.bytes += size
+        if self.max_documents is not None and self.documents >= self.max_documents:
+            return True
+        return self.max_bytes is not None and self.bytes >= self.max_bytes
+
+
+def _snapshot(resource_state: dict[str, Any], first_load: bool, client: Any) -> Snapshot:
+    """The snapshot in progress in the resource's state, or a new one."""
+    kept = resource_state.get(ranges.STATE_KEY)
+    if kept is not None:
+        return Snapshot.from_state(kept)
+    return Snapshot.start(first_load, ranges.operation_time(client))
 
 
 def _count_into(

@@ -42,6 +42,7 @@ from dlt.pipeline.helpers import retry_schema_update
 
 from mongodb_dlt.config import CollectionConfig, DestinationConfig, resolve_connection_url
 from mongodb_dlt.errors import describe_error, disk_full, is_transient
+from mongodb_dlt.extract import ranges
 from mongodb_dlt.extract.cursor import display_cursor, last_value
 from mongodb_dlt.extract.mongo import Window
 from mongodb_dlt.extract.source import mongodb_collection
@@ -49,7 +50,7 @@ from mongodb_dlt.load import warehouse
 from mongodb_dlt.load.destination import LoadDestination
 from mongodb_dlt.load.locking import collection_lock
 from mongodb_dlt.naming import SCHEMA_PREFIX, partition_lock_name, pipeline_name, root_table
-from mongodb_dlt.results import CollectionLoadResult, ExtractStats
+from mongodb_dlt.results import CollectionLoadResult, ExtractStats, RowCounts
 
 PROGRESS_LOG_EVERY_SECONDS = 10.0
 SCHEMA_RACE_ATTEMPTS = 5
@@ -154,6 +155,15 @@ class LoadStop:
             self._admitted.add(collection)
             self._open = False  # one load per turn of the caller
 
+    def admit_chunk(self, collection: str) -> None:
+        """Lets a chunk that does not end its collection's read commit now, unless a stop came first (raises
+        ``LoadStopped``). Its commit is no result to report, so it does not wait for the caller's turn; ``request``
+        and leaving ``commits_allowed`` wait for it as for any admitted load, until the loader ``release``s it."""
+        with self._condition:
+            if self.requested.is_set():
+                raise LoadStopped(f"{collection}: stopped between two chunks")
+            self._admitted.add(collection)
+
     def committing(self, collection: str) -> bool:
         with self._condition:
             return collection in self._admitted
@@ -234,22 +244,26 @@ class MongoDltLoader:
         started = time.monotonic()
         attempts = collection.retries.max_attempts
         attempt = 1
+        committed: list[str] = []  # the load ids of the chunks committed by this run, over its attempts
         while True:
             if stop is not None and stop.requested.is_set():
-                return _stopped(collection, dataset_name, started, attempt, log)
+                return _stopped(collection, dataset_name, started, attempt, log, committed)
             try:
-                result = self._load_once(collection, dataset_name, log, run_id, count_rows, stop, window)
+                result = self._load_once(collection, dataset_name, log, run_id, count_rows, stop, committed, window)
             except Exception as error:
                 stopping = stop is not None and stop.requested.is_set()
                 if stop is not None:
                     if stopping and not stop.committing(collection.name):
-                        return _stopped(collection, dataset_name, started, attempt, log)
+                        return _stopped(collection, dataset_name, started, attempt, log, committed)
                     stop.release(collection.name)
                 message = describe_error(error)
                 if disk_full(error) is not None:
                     # A write's ENOSPC names no file: say where this load writes.
                     places = ", ".join(self.destination.local_paths)
                     message += f" (this load writes to {places}: free space there, then run again)"
+                if committed:
+                    message += (f" ({len(committed)} chunk(s) of its read committed before: the next run reads on "
+                                "from there)")
                 if attempt >= attempts or not is_transient(error) or stopping:
                     log.error(f"{collection.database}.{collection.name}: failed after {attempt} attempt(s): {message}")
                     return CollectionLoadResult(
@@ -282,6 +296,7 @@ class MongoDltLoader:
         run_id: str | None,
         count_rows: bool,
         stop: LoadStop | None,
+        committed: list[str],
         window: Window | None = None,
     ) -> CollectionLoadResult:
         label = f"{collection.database}.{collection.name}"
@@ -300,7 +315,7 @@ class MongoDltLoader:
                     and warehouse.holds_no_tables_of(pipeline, root_table(collection.table_name))
                 )
             return self._extract_and_load(
-                pipeline, collection, dataset_name, log, count_rows, first_load, stop, window
+                pipeline, collection, dataset_name, log, count_rows, first_load, stop, committed, window
             )
 
     def _extract_and_load(
@@ -312,63 +327,44 @@ class MongoDltLoader:
         count_rows: bool,
         first_load: bool,
         stop: LoadStop | None,
+        committed: list[str],
         window: Window | None = None,
     ) -> CollectionLoadResult:
+        """The read, in one package, or for a chunked collection in one package per chunk, each committed with its
+        progress (the loop below; ranges.py): a kill loses at most the chunk in flight, and a stop between two
+        chunks ends the load with those committed kept (``LoadStopped``, not reported: the next run reads on)."""
         label = f"{collection.database}.{collection.name}"
         table = root_table(collection.table_name)
         cursor_field = collection.incremental.cursor_field if collection.incremental else None
         cursor_before = last_value(pipeline.state, collection.table_name, cursor_field) if cursor_field else None
         stats = ExtractStats(on_progress=_ProgressLogger(label, log))
-        resource = mongodb_collection(
-            resolve_connection_url(collection),
-            collection.database,
-            collection.name,
-            collection,
-            stats=stats,
-            count_documents=count_rows and collection.reads_whole_collection,
-            first_load=first_load,
-            nul_free_text=not self.destination.stores_nul_in_text,
-            stop=stop.requested if stop is not None else None,
-            window=window,
-        )
-        # a failed or stopped extract leaves nothing in the warehouse; the next run drops its package with the folder
-        extract_info = pipeline.extract(resource, loader_file_format=self.destination.file_format)  # type: ignore[arg-type]
-        if stop is not None and stop.requested.is_set():
-            raise LoadStopped(f"{label}: stopped before normalizing")
-        try:
-            met_once = (
-                collection.merges and window is None and self._declare_deduplicated(pipeline, extract_info, table, log)
-            )
-            if first_load and met_once:
-                _append_first_load(pipeline, resource.name)
-            pipeline.normalize()
-            with self._partitions_take_turns(collection, window, log), self.destination.session(log) as destination:
-                if stop is not None:
-                    stop.admit(collection.name)
-                load_info = _load_through_schema_races(pipeline, destination, label, log)
-                if not met_once:  # a read that met no document twice left no older version behind
-                    _remove_superseded_children(pipeline, collection, log)
-                counts = (
-                    warehouse.count_rows(pipeline, table, load_info.loads_ids, collection.reads_whole_collection)
-                    if count_rows
-                    else None
-                )
-        except LoadStopped:
-            raise  # nothing was sent to the warehouse
-        except Exception:
-            # A package that failed is never replayed, and its rows leave the warehouse now rather than at the
-            # next run: the next run reads the collection again from the state the warehouse holds.
-            try:
-                with self.destination.session(log) as destination:
-                    self.pipeline(collection, dataset_name, destination, window)
-            except Exception as cleanup_error:
-                log.warning(f"{label}: the failed load's rows stay until the next run removes them "
-                            f"({describe_error(cleanup_error)})")
-            raise
-
+        chunked = collection.chunked and window is None  # a partition's window is one package
+        resumed = ranges.in_progress(pipeline.state, collection.table_name) if chunked and not cursor_field else None
+        if resumed is not None:
+            first_load = resumed.first_load  # its chunks so far appended, and hold none of the rest
+            log.info(f"{label}: resuming the snapshot started {resumed.started_at}: {resumed.documents:,} documents "
+                     f"in {resumed.chunks} chunk(s) committed")
+        chunk_log = _ChunkLogger(label, log, stats, cursor_before is None)
+        load_ids: list[str] = []
         schema_update: dict[str, Any] = {}
-        for package in load_info.load_packages:
-            schema_update.update(package.schema_update)
+        while True:
+            load_info, counts = self._load_chunk(
+                pipeline, collection, dataset_name, log, stats, first_load, stop, chunked, count_rows, load_ids, window
+            )
+            load_ids.extend(load_info.loads_ids)
+            for package in load_info.load_packages:
+                schema_update.update(package.schema_update)
+            if not chunked:
+                break
+            committed.extend(load_info.loads_ids)
+            chunk_log.committed()
+            if stats.read_complete:
+                break
+            if cursor_field is not None:
+                first_load = False  # the next chunk may meet a document of this one again (updated meanwhile)
+            if stop is not None and stop.requested.is_set():
+                raise LoadStopped(f"{label}: stopped between two chunks")
+
         if counts is not None:
             counts = replace(counts, source_before=stats.count_before, source_after=stats.count_after)
             if stats.count_error is not None and counts.error is None:
@@ -389,7 +385,8 @@ class MongoDltLoader:
             cursor_before=cursor_before,
             cursor_initial_value=display_cursor(incremental.initial_value) if incremental else None,
             cursor_after=last_value(pipeline.state, collection.table_name, cursor_field) if cursor_field else None,
-            load_ids=list(load_info.loads_ids),
+            load_ids=load_ids,
+            chunks=chunk_log.chunks,
         )
 
     def _partitions_take_turns(
@@ -404,6 +401,80 @@ class MongoDltLoader:
         lock_name = pipeline_name(collection.database, collection.asset_name)
         log.debug(f"{label} partition {window.key}: waiting for the collection's load step")
         return collection_lock(self.destination.working_dir / f"{lock_name}.lock", label, wait=True)
+
+    def _load_chunk(
+        self,
+        pipeline: dlt.Pipeline,
+        collection: CollectionConfig,
+        dataset_name: str,
+        log: logging.Logger,
+        stats: ExtractStats,
+        first_load: bool,
+        stop: LoadStop | None,
+        chunked: bool,
+        count_rows: bool,
+        load_ids: list[str],
+        window: Window | None,
+    ) -> tuple[Any, RowCounts | None]:
+        """Extracts, normalizes and loads one package: the whole read, one chunk of it, or a partition's window.
+        Returns dlt's load info and, after the read's last package, the counts for ``rows_match_source``."""
+        label = f"{collection.database}.{collection.name}"
+        table = root_table(collection.table_name)
+        resource = mongodb_collection(
+            resolve_connection_url(collection),
+            collection.database,
+            collection.name,
+            collection,
+            stats=stats,
+            count_documents=count_rows and collection.reads_whole_collection,
+            first_load=first_load,
+            nul_free_text=not self.destination.stores_nul_in_text,
+            stop=stop.requested if stop is not None else None,
+            chunked=chunked,
+            window=window,
+        )
+        # a failed or stopped extract leaves nothing in the warehouse; the next run drops its package with the folder
+        extract_info = pipeline.extract(resource, loader_file_format=self.destination.file_format)  # type: ignore[arg-type]
+        if stop is not None and stop.requested.is_set():
+            raise LoadStopped(f"{label}: stopped before normalizing")
+        last = stats.read_complete
+        try:
+            met_once = (
+                collection.merges and window is None and self._declare_deduplicated(pipeline, extract_info, table, log)
+            )
+            if first_load and met_once:
+                _append_first_load(pipeline, resource.name)
+            pipeline.normalize()
+            with self._partitions_take_turns(collection, window, log), self.destination.session(log) as destination:
+                if stop is not None and last:
+                    stop.admit(collection.name)  # the read's last package is the load's result
+                elif stop is not None:
+                    stop.admit_chunk(collection.name)  # a chunk before it is progress, reported by none
+                load_info = _load_through_schema_races(pipeline, destination, label, log)
+                if not met_once:  # a read that met no document twice left no older version behind
+                    _remove_superseded_children(pipeline, collection, log)
+                counts = (
+                    warehouse.count_rows(
+                        pipeline, table, [*load_ids, *load_info.loads_ids], collection.reads_whole_collection
+                    )
+                    if count_rows and last
+                    else None
+                )
+            if stop is not None and not last:
+                stop.release(collection.name)
+        except LoadStopped:
+            raise  # nothing was sent to the warehouse
+        except Exception:
+            # A package that failed is never replayed, and its rows leave the warehouse now rather than at the
+            # next run: the next run reads the collection again from the state the warehouse holds.
+            try:
+                with self.destination.session(log) as destination:
+                    self.pipeline(collection, dataset_name, destination, window)
+            except Exception as cleanup_error:
+                log.warning(f"{label}: the failed load's rows stay until the next run removes them "
+                            f"({describe_error(cleanup_error)})")
+            raise
+        return load_info, counts
 
     def _declare_deduplicated(
         self, pipeline: dlt.Pipeline, extract_info: ExtractInfo, table_name: str, log: logging.Logger
@@ -434,9 +505,17 @@ class MongoDltLoader:
 
 
 def _stopped(
-    collection: CollectionConfig, dataset_name: str, started: float, attempt: int, log: logging.Logger
+    collection: CollectionConfig,
+    dataset_name: str,
+    started: float,
+    attempt: int,
+    log: logging.Logger,
+    committed: list[str],
 ) -> CollectionLoadResult:
     message = "stopped before its load started (the run was terminated): it wrote nothing"
+    if committed:
+        message = (f"stopped between two chunks of its read (the run was terminated): the {len(committed)} chunk(s) "
+                   "committed stay, and the next run reads on from there")
     log.warning(f"{collection.database}.{collection.name}: {message}")
     return CollectionLoadResult(
         database=collection.database,
@@ -533,6 +612,51 @@ def _remove_superseded_children(pipeline: dlt.Pipeline, collection: CollectionCo
         log.info(f"{label}: documents met twice by the read (updated while it ran) keep their newest version; "
                  "removed the older version's array elements: "
                  + ", ".join(f"{table}: {rows}" for table, rows in removed.items()))
+
+
+class _ChunkLogger:
+    """Logs each committed chunk: its documents, bytes and rate, and how far the read is, with an ETA from MongoDB's
+    estimate of the collection's size (for a snapshot, or an incremental read's first load)."""
+
+    def __init__(self, label: str, log: logging.Logger, stats: ExtractStats, whole_read: bool) -> None:
+        self.label = label
+        self.log = log
+        self.stats = stats
+        self.whole_read = whole_read
+        self.chunks = 0
+        self.run_started = self.chunk_started = time.monotonic()
+        self.documents = self.bytes = 0
+
+    def committed(self) -> None:
+        now = time.monotonic()
+        self.chunks += 1
+        stats = self.stats
+        documents = stats.documents - self.documents
+        size = stats.bytes - self.bytes
+        elapsed = max(now - self.chunk_started, 1e-9)
+        line = (f"{self.label}: chunk {self.chunks} committed: {documents:,} documents, {size / 1e6:,.1f} MB in "
+                f"{elapsed:.1f}s ({documents / elapsed:,.0f} documents/s)")
+        snapshot = stats.snapshot
+        done = snapshot.documents if snapshot is not None else stats.documents
+        estimate = stats.estimated_documents
+        if snapshot is not None:
+            line += f"; snapshot: {done:,} documents in {snapshot.chunks} chunk(s)"
+        if estimate and (snapshot is not None or self.whole_read) and not stats.read_complete:
+            rate = stats.documents / max(now - self.run_started, 1e-9)
+            left = max(estimate - done, 0)
+            line += f", about {min(done / estimate, 1):.0%} of ~{estimate:,}"
+            if rate > 0:
+                line += f", about {_duration(left / rate)} left"
+        elif stats.read_complete:
+            line += "; the read is complete"
+        self.log.info(line)
+        self.chunk_started, self.documents, self.bytes = now, stats.documents, stats.bytes
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 class _ProgressLogger:

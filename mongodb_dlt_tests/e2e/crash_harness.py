@@ -10,7 +10,9 @@ everything already imported for each (no start-up cost per scenario), and answer
 exit: ``killed 9`` or ``exited N``. The kill comes from inside the loading process at the exact instant named,
 never from a timer, so every scenario is deterministic. Exit code 3 means the point was never reached (the
 scenario did not happen), 4 that the load failed instead; either way the test that ran us fails. A scenario
-without a point (``"point": null``) is a plain load, killed nowhere: it exits 0 when the load succeeds.
+without a point (``"point": null``) is a plain load, killed nowhere: it exits 0 when the load succeeds. A scenario
+with a ``count_file`` has the documents each batch of a chunked read held appended there, one line per batch, as
+they are read.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dlt.destinations.impl.postgres.postgres import PostgresParquetCopyJob
 from dlt.destinations.job_client_impl import SqlJobClientBase, SqlLoadJob
 
 from mongodb_dlt.config import load_config
+from mongodb_dlt.extract import ranges
 from mongodb_dlt.load.loader import LAZILY_IMPORTED_BY_DLT, MongoDltLoader
 
 POINTS = (
@@ -40,7 +43,12 @@ POINTS = (
     "job_committed",  # a job's rows are committed, dlt has not recorded the job as done
     "merge_committed",  # merge only: the merge into the final tables committed, dlt has not recorded it
     "load_recorded",  # the package is in _dlt_loads, the pipeline has not finished with it
+    # chunked reads (chunk_size): the first chunk is committed when these fire
+    "chunk_read",  # in the middle of reading the second chunk: after its first batch
+    "chunk_job_committed",  # a job of the second chunk is committed, dlt has not recorded it
+    "between_chunks",  # the second chunk is committed, the third not started
 )
+CHUNK_POINTS = POINTS[-3:]
 
 _lock = threading.Lock()
 
@@ -49,15 +57,48 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _after(owner: type, name: str) -> None:
+def _after(owner: type, name: str, when: Callable[[], bool] = lambda: True) -> None:
     original: Callable[..., Any] = getattr(owner, name)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
-        die()
+        if when():
+            die()
         return result
 
     setattr(owner, name, wrapper)
+
+
+class _Chunks:
+    """Counts the packages of a chunked read (``MongoDltLoader._load_chunk`` calls) and the batches and documents
+    read (``ranges.batch_end`` calls, each batch of a chunked read); the documents read go to ``count_file`` as they
+    are read, so they are known however the process dies."""
+
+    def __init__(self, count_file: str | None) -> None:
+        self.chunk = 0
+        self.batches_in_chunk = 0
+        self.count_file = count_file
+        load_chunk = MongoDltLoader._load_chunk
+        batch_end = ranges.batch_end
+
+        def counted_load_chunk(loader: MongoDltLoader, *args: Any, **kwargs: Any) -> Any:
+            self.chunk += 1
+            self.batches_in_chunk = 0
+            return load_chunk(loader, *args, **kwargs)
+
+        def counted_batch_end(raw: bytes) -> tuple[int, Any]:
+            found = batch_end(raw)
+            self.batches_in_chunk += 1
+            if self.count_file is not None:
+                with open(self.count_file, "a") as counts:
+                    counts.write(f"{found[0]}\n")
+            return found
+
+        MongoDltLoader._load_chunk = counted_load_chunk  # type: ignore[method-assign]
+        ranges.batch_end = counted_batch_end
+
+    def in_second(self) -> bool:
+        return self.chunk == 2
 
 
 def _uncommitted_insert() -> None:
@@ -104,9 +145,23 @@ def _uncommitted_copy() -> None:
     PostgresParquetCopyJob._connect = connect  # type: ignore[method-assign]
 
 
-def arm(point: str, destination: str) -> None:
+def arm(point: str, destination: str, chunks: _Chunks) -> None:
     """Kills the process at ``point`` of a load into ``destination`` (duckdb or postgres)."""
-    if point == "after_extract":
+    if point == "chunk_read":
+        batch_end = ranges.batch_end
+
+        def dies_in_second_chunk(raw: bytes) -> tuple[int, Any]:
+            found = batch_end(raw)
+            if chunks.in_second() and chunks.batches_in_chunk == 1:
+                die()
+            return found
+
+        ranges.batch_end = dies_in_second_chunk
+    elif point == "chunk_job_committed":
+        _after(PostgresParquetCopyJob if destination == "postgres" else DuckDbCopyJob, "run", chunks.in_second)
+    elif point == "between_chunks":
+        _after(MongoDltLoader, "_load_chunk", chunks.in_second)
+    elif point == "after_extract":
         _after(dlt.Pipeline, "extract")
     elif point == "after_normalize":
         _after(dlt.Pipeline, "normalize")
@@ -128,8 +183,9 @@ def run(scenario: dict[str, Any]) -> int:
     collection = database.collections[scenario["collection"]]
     loader = MongoDltLoader.from_config(config.destination, pipelines_dir=scenario["pipelines_dir"])
     point = scenario.get("point")
+    chunks = _Chunks(scenario.get("count_file"))
     if point is not None:
-        arm(point, config.destination.type)
+        arm(point, config.destination.type, chunks)
     result = loader.load_collection(collection, database.dataset)
     if point is None:
         return 0 if result.succeeded else 4

@@ -34,12 +34,16 @@ from mongodb_dlt.errors import CollectionBusyError
 from mongodb_dlt.load.loader import MongoDltLoader
 from mongodb_dlt.load.locking import collection_lock
 from mongodb_dlt.naming import pipeline_name
+from mongodb_dlt.results import CollectionLoadResult
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt_tests.conftest import Project
+from mongodb_dlt_tests.e2e.crash_harness import CHUNK_POINTS
 from mongodb_dlt_tests.e2e.dagster_runs import graphql, launch, wait_for_run
 from mongodb_dlt_tests.postgres import PostgresServer
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
+CHUNK = 10
+"""``chunk_size`` of the chunk scenarios (batches of 5): the collection is read in 4 to 7 chunks."""
 DISPOSITIONS = {
     "merge": "{}",
     "replace": "{write_disposition: replace}",
@@ -69,6 +73,15 @@ SCENARIOS = [
     ),
     *(Scenario("merge", "merge_committed", destination=destination) for destination in ("duckdb", "postgres")),
     *(Scenario(disposition, "job_committed", lose_working_folder=True) for disposition in DISPOSITIONS),
+    # replace reads in one package: no chunks to die between. A chunk's read dies the same way on both.
+    *(
+        Scenario(disposition, point, destination=destination)
+        for disposition in ("merge", "append", "append_incremental")
+        for destination in ("duckdb", "postgres")
+        for point in ("chunk_job_committed", "between_chunks")
+    ),
+    Scenario("merge", "chunk_read"),
+    Scenario("merge", "between_chunks", lose_working_folder=True),
 ]
 
 
@@ -76,11 +89,12 @@ def document(i: int, items: int) -> dict:
     return {"_id": i, "seq": i, "name": f"order {i}", "items": [{"sku": f"s{i}-{k}", "qty": k} for k in range(items)]}
 
 
-def write_config(project: Project, disposition: str) -> Path:
+def write_config(project: Project, disposition: str, chunked: bool = False) -> Path:
+    chunks = f"\n          chunk_size: {CHUNK}\n          batch_size: 5" if chunked else ""
     return project.write_config(
         f"""
         defaults:
-          retries: {{max_attempts: 1}}
+          retries: {{max_attempts: 1}}{chunks}
         destination: {{destination}}
         databases:
           shop:
@@ -90,11 +104,12 @@ def write_config(project: Project, disposition: str) -> Path:
     )
 
 
-def load(project: Project) -> None:
+def load(project: Project) -> CollectionLoadResult:
     config = load_config(project.config)
     loader = MongoDltLoader.from_config(config.destination, pipelines_dir=str(project.pipelines_dir))
     result = loader.load_collection(config.databases["shop"].collections["orders"], "mongo_shop")
     assert result.succeeded, result.error
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +122,20 @@ def harness() -> Iterator[subprocess.Popen[str]]:
     process.communicate(timeout=60)
 
 
+def documents_read_file(project: Project) -> Path:
+    """Where the harness counts the documents the killed load read (chunked reads only)."""
+    return project.root / "documents_read"
+
+
 def in_harness(harness: subprocess.Popen[str], project: Project, standin: MongoStandIn, point: str | None) -> str:
     """Loads the project's collection in a child of the harness, killed at ``point`` (None: a plain load); returns
     how the child ended: ``killed 9`` or ``exited N``."""
     assert harness.stdin is not None and harness.stdout is not None
+    counts = documents_read_file(project)
+    counts.unlink(missing_ok=True)
     scenario = {"point": point, "config": str(project.config), "database": "shop", "collection": "orders",
-                "pipelines_dir": str(project.pipelines_dir), "env": {"MONGODB_URI": standin.uri, **project.env}}
+                "pipelines_dir": str(project.pipelines_dir), "env": {"MONGODB_URI": standin.uri, **project.env},
+                "count_file": str(counts)}
     harness.stdin.write(json.dumps(scenario) + "\n")
     harness.stdin.flush()
     return harness.stdout.readline().strip()
@@ -196,7 +219,7 @@ class Ahead:
         project = self.projects[scenario]
         standin = MongoStandIn(mongomock.MongoClient()).start()
         self.standins.append(standin)
-        write_config(project, scenario.disposition)
+        write_config(project, scenario.disposition, chunked=scenario.point in CHUNK_POINTS)
 
         def first_load() -> None:
             outcome = in_harness(self.harness, project, standin, None)
@@ -248,17 +271,29 @@ def test_a_kill_at_any_boundary_then_a_rerun_leaves_the_warehouse_exact(scenario
     assert crashed.outcome == f"killed {signal.SIGKILL.value}", (
         f"the load was not killed at {scenario.point}: {crashed.outcome}"
     )
-    if scenario.point == "merge_committed" or (scenario.point == "job_committed" and scenario.disposition != "merge"):
+    committing = scenario.point in ("job_committed", "chunk_job_committed")
+    if scenario.point == "merge_committed" or (committing and scenario.disposition != "merge"):
         # the hazard is real: the warehouse holds rows that no completed load owns (merge jobs land in staging)
         assert incomplete_rows(project) > 0
     if scenario.lose_working_folder:
         shutil.rmtree(project.pipelines_dir)
 
-    # plain append adds every run's documents once, the dead run's too when its load was recorded complete
+    # plain append adds every run's documents once, the dead run's too when its load was recorded complete (a
+    # chunked read's committed chunks are part of the read the next run finishes)
     dead_run_counts = scenario.disposition == "append" and scenario.point == "load_recorded"
-    load(project)
+    resumed = load(project)
     assert_exact(project, standin, runs=2 if dead_run_counts else 1)
     assert incomplete_rows(project) == 0
+    if scenario.point in CHUNK_POINTS:
+        # the next run reads on after the last committed chunk: the killed run's chunk in flight is read twice
+        killed_read = sum(int(line) for line in documents_read_file(project).read_text().split())
+        total = killed_read + resumed.documents_read + resumed.skipped_at_boundary
+        to_read = len(list(standin.client.shop.orders.find()))
+        if scenario.disposition == "append_incremental":
+            # the documents inserted after the first load; each chunk of an incremental read starts at the last
+            # value of the one before, and reads the documents there again (skipped)
+            to_read = 30 + 1 + resumed.chunks
+        assert killed_read > 0 and total <= to_read + CHUNK, (killed_read, total, to_read)
 
     # and the run after that changes nothing (plain append adds its own copy of every document, once)
     load(project)
