@@ -43,7 +43,8 @@ from mongodb_dlt.checks import (
 from mongodb_dlt.config import CollectionConfig, DatabaseConfig, PartitionsConfig, ProjectConfig, resolve_connection_url
 from mongodb_dlt.errors import ConfigError, MongoUnreachableError
 from mongodb_dlt.extract.mongo import Window, check_reachable
-from mongodb_dlt.load.loader import LoadStop, MongoDltLoader
+from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.load.stopping import LoadStop
 from mongodb_dlt.naming import (
     DESTINATION_TAG,
     LOADER_RESOURCE_KEY,

@@ -24,9 +24,9 @@ from mongodb_dlt.config.models import (
     DatabaseSection,
     DefaultsSection,
     DestinationConfig,
-    did_you_mean,
     show_value,
 )
+from mongodb_dlt.config.rules import did_you_mean
 from mongodb_dlt.errors import ConfigError
 
 YamlPath = tuple[str | int, ...]

@@ -2,25 +2,35 @@
 
 A model checks what one value can be checked for alone (types, bounds, cron strings, durations, destination
 names, extended JSON in a filter); where options combine across levels, and which line a problem is on, is
-resolve.py's and document.py's business. ``default_of`` reads a default back, so nothing repeats one.
+resolve.py's and document.py's business; what a value may be beyond its type, and which options conflict, is
+rules.py's. ``default_of`` reads a default back, so nothing repeats one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import difflib
-import functools
-import math
 import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from bson import Binary, Decimal128, ObjectId, Regex, Timestamp, json_util
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from mongodb_dlt.config.rules import (
+    INITIAL_VALUE_TYPES,
+    SIZE,
+    destination_options,
+    did_you_mean,
+    from_extended_json,
+    initial_value_problem,
+    is_valid_cron,
+    known_destinations,
+    name_tuple,
+    option_conflicts,
+    parse_initial_value,
+    size_in_bytes,
+)
 from mongodb_dlt.naming import DAGSTER_NAME, default_dataset, default_key_prefix, default_table_name, stored_dataset
 from mongodb_dlt.naming import asset_name as asset_name_for
 from mongodb_dlt.naming import op_name as op_name_for
@@ -34,26 +44,14 @@ PartitionEvery = Literal["hour", "day", "week", "month"]
 ContractMode = Literal["evolve", "freeze", "discard_row", "discard_value"]
 ContractEntity = Literal["tables", "columns", "data_type"]
 
-_ISO_WITH_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 _DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 _DOTTED_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 _DATABASE_FORBIDDEN_CHARS = frozenset('/\\. "$*<>:|?\0')
 _MAX_DATABASE_NAME_BYTES = 63
-_EXTENDED_JSON = json_util.JSONOptions(tz_aware=True, tzinfo=dt.UTC)
-_SIZE = re.compile(r"(?i)(?P<number>\d+(\.\d+)?)\s*(?P<unit>b|kb|mb|gb|tb|kib|mib|gib|tib)")
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
-          "tib": 2**40}
 DEFAULT_CHUNK_SIZE: Final = "512MB"
 """Measured with benchmarks/resume_after_kill.py (README, Big collections): a package costs 0.5-1.5 s whatever it
 holds (DuckDB's checkpoint as the loader lets go of the file, dlt's work per step), so chunks of this size keep that
 near 5% of a load, while a kill loses at most this much reading (~15-20 s here)."""
-
-
-def _size_in_bytes(text: str) -> int:
-    found = _SIZE.fullmatch(text.strip())
-    if found is None:
-        raise ValueError(f"{text!r} is not a size")
-    return int(float(found["number"]) * _UNITS[found["unit"].lower()])
 
 
 def default_of(model: type[BaseModel], field: str) -> Any:
@@ -71,244 +69,6 @@ def show_value(value: Any) -> str:
         return "nothing (null)"
     shown = repr(value)
     return shown if len(shown) <= 80 else shown[:77] + "..."
-
-
-def _names(value: Any, *, separator: str | None = None) -> Any:
-    """A name or a list of names as a tuple; anything else is left for pydantic to reject."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(value.split(separator)) if separator else (value,)
-    if isinstance(value, list):
-        return tuple(value)
-    return value
-
-
-def _as_utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-
-
-def _parse_initial_value(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return _as_utc(value)
-    if isinstance(value, dt.date):
-        # BSON has no date-only type: an unquoted YAML date means midnight UTC (quote it to keep a string).
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
-    if isinstance(value, str) and _ISO_WITH_TIME.match(value):
-        try:
-            return _as_utc(dt.datetime.fromisoformat(value))
-        except ValueError as error:
-            raise ValueError(f"{value!r} looks like an ISO-8601 timestamp but is not one: {error}") from None
-    return value
-
-
-def _from_extended_json(value: Any) -> Any:
-    """MongoDB extended JSON ({"$oid": ...}, {"$date": ...}) to BSON types, innermost first."""
-    if isinstance(value, dict):
-        converted = {key: _from_extended_json(item) for key, item in value.items()}
-        if any(isinstance(key, str) and key.startswith("$") for key in converted):
-            try:
-                return json_util.object_hook(converted, _EXTENDED_JSON)
-            except Exception as error:
-                raise ValueError(f"invalid MongoDB extended JSON {converted!r}: {error}") from None
-        return converted
-    if isinstance(value, list):
-        return [_from_extended_json(item) for item in value]
-    if isinstance(value, dt.datetime):
-        return _as_utc(value)
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
-    return value
-
-
-def _is_nan(value: Any) -> bool:
-    if isinstance(value, Decimal128):
-        return value.to_decimal().is_nan()
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _initial_value_problem(value: Any) -> str | None:
-    """Why ``value`` cannot be where an incremental read starts, or None. It must be a single value MongoDB
-    compares by range: a document, an array, NaN or a regular expression has no place to start from."""
-    if isinstance(value, dict | list):
-        return "a document or an array has no single place in MongoDB's order to start from"
-    if _is_nan(value):
-        return "MongoDB's $gte NaN matches NaN alone"
-    if isinstance(value, Regex):
-        return "MongoDB cannot select regular expressions by range"
-    if isinstance(value, bool | int | float | str | dt.datetime | ObjectId | Decimal128 | Timestamp | Binary):
-        return None
-    return f"a {type(value).__name__} is not a value a read starts from"
-
-
-_INITIAL_VALUE_TYPES: Final = (
-    "a number, a string, a date-time, an ObjectId ({$oid: ...}), a boolean, a timestamp ({$timestamp: ...}) or "
-    "binary data"
-)
-
-
-def _show_projection(projection: dict[str, Any]) -> str:
-    return "{" + ", ".join(f"{key}: {value!r}" for key, value in projection.items()) + "}"
-
-
-def projection_change(projection: dict[str, Any], field: str) -> str | None:
-    """How a projection document changes ``field`` ("leaves out", "keeps only part of", "rewrites"), or None when
-    the field comes back whole. MongoDB's rules: a document of inclusions returns only the fields it names (and
-    ``_id`` unless ``_id: 0``), one of exclusions (0 or false) returns all others; a value that is not a plain 1/0
-    (``$slice``, ``$elemMatch``, an expression, a positional ``a.$``) rewrites its field."""
-    inclusion = any(value not in (0, False) for key, value in projection.items() if key != "_id")
-    kept_whole = not inclusion or field == "_id" or field.startswith("_id.")
-    for key, value in projection.items():
-        parent, child = field == key or field.startswith(f"{key}."), key.startswith(f"{field}.")
-        if not (parent or child):
-            continue
-        plain = isinstance(value, bool | int | float) and "$" not in key
-        if not plain:
-            return "rewrites"
-        if value in (0, False):
-            return "leaves out" if parent else "keeps only part of"
-        if parent:
-            kept_whole = True
-        elif not kept_whole:
-            return "keeps only part of"
-    return None if kept_whole else "leaves out"
-
-
-def option_conflicts(
-    write_disposition: str,
-    primary_key: tuple[str, ...],
-    incremental: IncrementalConfig | None,
-    projection: tuple[str, ...] | dict[str, Any] | None = None,
-    partitions: PartitionsConfig | None = None,
-) -> list[tuple[tuple[str, ...], str]]:
-    """Combinations of options that are each valid alone: (the options involved, the problem)."""
-    conflicts = []
-    if partitions is not None:
-        conflicts.extend(_partition_conflicts(write_disposition, incremental, partitions))
-    if isinstance(projection, dict):
-        conflicts.extend(_projection_conflicts(write_disposition, primary_key, incremental, projection))
-    if incremental is not None and write_disposition == "replace":
-        problem = (
-            "incremental with write_disposition replace would lose data: every run would replace the whole table "
-            "with only the documents newer than the cursor; use append or merge"
-        )
-        conflicts.append((("incremental", "write_disposition"), problem))
-    if write_disposition == "merge" and not primary_key:
-        problem = (
-            "write_disposition merge needs a primary_key to match documents on (e.g. _id); give one, or use append "
-            "or replace"
-        )
-        conflicts.append((("primary_key", "write_disposition"), problem))
-    return conflicts
-
-
-def _partition_conflicts(
-    write_disposition: str, incremental: IncrementalConfig | None, partitions: PartitionsConfig
-) -> list[tuple[tuple[str, ...], str]]:
-    """A partition replaces its window's rows (dlt's merge, delete-insert on the window): that is a merge, and it
-    reads its window whole."""
-    conflicts = []
-    if write_disposition != "merge":
-        lost = (
-            "append would add a window's rows again on every re-run"
-            if write_disposition == "append"
-            else "replace would keep the last window's rows only, dropping every other window's"
-        )
-        problem = (
-            f"partitions with write_disposition {write_disposition}: each partition run replaces its own window's "
-            f"rows (a merge on the window), so {lost}; leave write_disposition merge for a partitioned collection"
-        )
-        conflicts.append((("partitions", "write_disposition"), problem))
-    if incremental is not None:
-        problem = (
-            "partitions with incremental: a partition reads its whole window each time it runs, so a re-run can "
-            "replace the window exactly; an incremental cursor would skip the documents it already read. Use one "
-            f"or the other (partitions by {partitions.by} already read only the window's documents)"
-        )
-        conflicts.append((("partitions", "incremental"), problem))
-    return conflicts
-
-
-def _projection_conflicts(
-    write_disposition: str,
-    primary_key: tuple[str, ...],
-    incremental: IncrementalConfig | None,
-    projection: dict[str, Any],
-) -> list[tuple[tuple[str, ...], str]]:
-    """A projection document that drops or changes a field the read needs: the primary key under merge (it tells
-    the documents apart) or incremental (it de-duplicates the boundary), and the incremental cursor."""
-    needed: list[tuple[str, tuple[str, ...], str]] = []
-    if write_disposition == "merge":
-        needed += [
-            (key, ("projection", "primary_key", "write_disposition"), "which primary_key uses to tell documents "
-             "apart under write_disposition merge: documents would merge into one row")
-            for key in primary_key
-        ]
-    elif incremental is not None:
-        needed += [
-            (key, ("projection", "primary_key", "incremental"), "which primary_key uses to tell apart the "
-             "documents at the incremental cursor's last value: they would be skipped or loaded twice")
-            for key in primary_key
-        ]
-    if incremental is not None:
-        needed.append(
-            (incremental.cursor_field, ("projection", "incremental"), "the incremental cursor_field: the reads "
-             "would lose their place")
-        )
-    conflicts = []
-    for field_name, options, why in needed:
-        change = projection_change(projection, field_name)
-        if change is not None:
-            problem = (
-                f"projection {_show_projection(projection)} {change} {field_name}, {why}; keep {field_name} whole "
-                "in the projection, or give the projection as a list of fields (a list always keeps _id, "
-                "primary_key and the cursor_field)"
-            )
-            conflicts.append((options, problem))
-    return conflicts
-
-
-def _is_valid_cron(expression: str) -> bool:
-    try:
-        from dagster._utils.schedules import is_valid_cron_string
-    except ImportError:
-        from croniter import croniter
-
-        return bool(croniter.is_valid(expression))
-    return bool(is_valid_cron_string(expression))
-
-
-@functools.cache
-def _known_destinations() -> tuple[str, ...]:
-    import dlt.destinations
-    from dlt.common.destination import Destination
-
-    return tuple(
-        sorted(
-            name
-            for name in dir(dlt.destinations)
-            if isinstance(factory := getattr(dlt.destinations, name), type)
-            and issubclass(factory, Destination)
-        )
-    )
-
-
-def did_you_mean(name: str, names: Sequence[str]) -> str:
-    """`` (did you mean X?)`` with the name in ``names`` closest to ``name``, or nothing when none is close."""
-    close = difflib.get_close_matches(name, names, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-@functools.cache
-def destination_options(kind: str) -> tuple[tuple[str, ...], frozenset[str]]:
-    """What dlt's destination ``kind`` (a name in ``dlt.destinations``) takes as keyword arguments: the fields of
-    its configuration spec, and every name it accepts (those and the capability overrides).
-    dlt drops any other argument with only a log warning."""
-    import dlt.destinations
-    from dlt.common.destination.capabilities import DestinationCapabilitiesContext
-
-    settings = tuple(getattr(dlt.destinations, kind)().spec.get_resolvable_fields())
-    return settings, frozenset(settings) | frozenset(DestinationCapabilitiesContext.get_resolvable_fields())
 
 
 class _Frozen(BaseModel):
@@ -333,10 +93,10 @@ class IncrementalConfig(_Frozen):
     @field_validator("initial_value", mode="before")
     @classmethod
     def _initial_value(cls, value: Any) -> Any:
-        value = _parse_initial_value(_from_extended_json(value))
-        problem = None if value is None else _initial_value_problem(value)
+        value = parse_initial_value(from_extended_json(value))
+        problem = None if value is None else initial_value_problem(value)
         if problem is not None:
-            raise ValueError(f"{show_value(value)} cannot be an initial_value: {problem}; give {_INITIAL_VALUE_TYPES}")
+            raise ValueError(f"{show_value(value)} cannot be an initial_value: {problem}; give {INITIAL_VALUE_TYPES}")
         return value
 
 
@@ -381,7 +141,7 @@ class PartitionsConfig(_Frozen):
                 ) from None
         if isinstance(value, dt.date):
             # a date means midnight UTC; a date-time with an offset is the same instant in UTC
-            return _parse_initial_value(value).astimezone(dt.UTC)
+            return parse_initial_value(value).astimezone(dt.UTC)
         return value
 
     @model_validator(mode="after")
@@ -514,15 +274,15 @@ class CollectionOptions(_Frozen):
     @property
     def chunk_bytes(self) -> int | None:
         """``chunk_size`` given as a size, in bytes, else None."""
-        return _size_in_bytes(self.chunk_size) if isinstance(self.chunk_size, str) else None
+        return size_in_bytes(self.chunk_size) if isinstance(self.chunk_size, str) else None
 
     @field_validator("chunk_size", mode="before")
     @classmethod
     def _chunk_size(cls, value: Any) -> Any:
         if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
             return value
-        if isinstance(value, str) and _SIZE.fullmatch(value.strip()):
-            if _size_in_bytes(value) <= 0:
+        if isinstance(value, str) and SIZE.fullmatch(value.strip()):
+            if size_in_bytes(value) <= 0:
                 raise ValueError(f"{value!r} is no size: give more than 0 bytes")
             return value.strip()
         raise ValueError(
@@ -532,14 +292,14 @@ class CollectionOptions(_Frozen):
     @field_validator("json_paths", mode="before")
     @classmethod
     def _name_list(cls, value: Any) -> Any:
-        return _names(value)
+        return name_tuple(value)
 
     @field_validator("primary_key", mode="before")
     @classmethod
     def _primary_key(cls, value: Any) -> Any:
         # Worded as README gives it: pydantic would only say it expected a list.
         if value is None or isinstance(value, str | list | tuple):
-            return _names(value)
+            return name_tuple(value)
         quote = " (quote it in the YAML)" if isinstance(value, int | float) else ""
         raise ValueError(f"expected a field name or a list of field names, got {show_value(value)}{quote}")
 
@@ -548,7 +308,7 @@ class CollectionOptions(_Frozen):
     def _filter(cls, value: Any) -> Any:
         if value is None:
             return {}
-        converted = _from_extended_json(value)
+        converted = from_extended_json(value)
         if isinstance(value, dict) and not isinstance(converted, dict):
             raise ValueError("expected a query document such as {status: active}, not a single value")
         return converted
@@ -573,7 +333,7 @@ class CollectionOptions(_Frozen):
         # Checked here so the union below never produces one error per member.
         if value is None or isinstance(value, dict):
             return value
-        fields = _names(value)
+        fields = name_tuple(value)
         if isinstance(fields, tuple) and fields and all(isinstance(name, str) and name for name in fields):
             return fields
         raise ValueError("expected a list of field names or a mapping {field: 1 or 0}")
@@ -649,7 +409,7 @@ class _DatabaseOptions(_ConnectionOptions):
     @field_validator("key_prefix", mode="before")
     @classmethod
     def _key_prefix(cls, value: Any) -> Any:
-        parts = _names(value, separator="/")
+        parts = name_tuple(value, separator="/")
         if isinstance(parts, tuple) and not all(parts):
             raise ValueError(f"{value!r} has an empty part: give names like raw_sales or raw/sales")
         return parts
@@ -657,7 +417,7 @@ class _DatabaseOptions(_ConnectionOptions):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is not None and not _is_valid_cron(value):
+        if value is not None and not is_valid_cron(value):
             raise ValueError(f"{value!r} is not a valid cron schedule (five fields, e.g. '0 * * * *')")
         return value
 
@@ -733,7 +493,7 @@ class DestinationConfig(_Frozen):
     def _known_type(cls, value: str) -> str:
         if _DOTTED_IMPORT_PATH.fullmatch(value):
             return value
-        known = _known_destinations()
+        known = known_destinations()
         if value not in known:
             raise ValueError(
                 f"unknown destination type {value!r}{did_you_mean(value, known)}; known: {', '.join(known)}, "

@@ -38,9 +38,9 @@ from mongodb_dlt.config.models import (
     config_path,
     database_name_problem,
     default_of,
-    option_conflicts,
     show_value,
 )
+from mongodb_dlt.config.rules import option_conflicts
 from mongodb_dlt.errors import ConfigError
 from mongodb_dlt.naming import (
     CHILD_TABLE_SEPARATOR,

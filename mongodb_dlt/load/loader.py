@@ -25,8 +25,6 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,10 +47,11 @@ from mongodb_dlt.extract.source import mongodb_collection
 from mongodb_dlt.load import warehouse
 from mongodb_dlt.load.destination import LoadDestination
 from mongodb_dlt.load.locking import collection_lock
+from mongodb_dlt.load.progress import ChunkLogger, ProgressLogger
+from mongodb_dlt.load.stopping import LoadStop, LoadStopped
 from mongodb_dlt.naming import SCHEMA_PREFIX, partition_lock_name, pipeline_name, root_table
 from mongodb_dlt.results import CollectionLoadResult, ExtractStats, RowCounts
 
-PROGRESS_LOG_EVERY_SECONDS = 10.0
 SCHEMA_RACE_ATTEMPTS = 5
 """Loads of a dataset's collections may run at once (PostgreSQL: other threads, steps and runs) and race to create
 the dataset or a shared ``_dlt_*`` table; the loser's schema update fails before any of its rows is sent. dlt's
@@ -100,80 +99,6 @@ def _empty_staging_after_loads() -> None:
         configured = None
     if configured is None:
         dlt.config[_TRUNCATE_STAGING] = True
-
-
-class LoadStopped(Exception):
-    """A load that a ``LoadStop`` ended before it committed."""
-
-
-class LoadStop:
-    """Ends a caller's loads early, with nothing of them written, and never lets a load commit behind its back.
-
-    ``request()`` stops every load at its next safe point: between two batches of its read, before it normalizes,
-    or before its load starts. A load starts its load step (which commits) only once ``admit`` lets it in: one load
-    each time the caller enters ``commits_allowed()``, and none once a stop was requested; an admitted load runs to
-    its end. Leaving ``commits_allowed`` and ``request`` wait until the admitted load has been ``release``d: by the
-    loader when its attempt failed (its rows undone), by the caller once it holds the load's result. (Loads into
-    one destination take turns anyway: ``LoadDestination.session``.) A caller that waits for results inside
-    ``commits_allowed`` and reports each one outside it never has a load committing, nor a second committed load
-    unreported, while it reports: wherever it is interrupted, it has reported or holds every committed load."""
-
-    def __init__(self) -> None:
-        self.requested = threading.Event()
-        """Set by ``request``; the read checks it between batches."""
-        self._condition = threading.Condition()
-        self._open = False
-        self._admitted: set[str] = set()
-
-    @contextmanager
-    def commits_allowed(self) -> Iterator[None]:
-        """One load may start committing while this is entered; leaving it waits for that load's result."""
-        with self._condition:
-            self._open = True
-            self._condition.notify_all()
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._open = False
-                self._condition.wait_for(lambda: not self._admitted)
-
-    def request(self) -> None:
-        """Stops every load at its next safe point, and waits for the loads already committing to end."""
-        with self._condition:
-            self.requested.set()
-            self._open = False
-            self._condition.notify_all()
-            self._condition.wait_for(lambda: not self._admitted)
-
-    def admit(self, collection: str) -> None:
-        """Waits until ``collection``'s load may commit; raises ``LoadStopped`` if a stop comes first."""
-        with self._condition:
-            self._condition.wait_for(lambda: self._open or self.requested.is_set())
-            if self.requested.is_set():
-                raise LoadStopped(f"{collection}: stopped before its load started")
-            self._admitted.add(collection)
-            self._open = False  # one load per turn of the caller
-
-    def admit_chunk(self, collection: str) -> None:
-        """Lets a chunk that does not end its collection's read commit now, unless a stop came first (raises
-        ``LoadStopped``). Its commit is no result to report, so it does not wait for the caller's turn; ``request``
-        and leaving ``commits_allowed`` wait for it as for any admitted load, until the loader ``release``s it."""
-        with self._condition:
-            if self.requested.is_set():
-                raise LoadStopped(f"{collection}: stopped between two chunks")
-            self._admitted.add(collection)
-
-    def committing(self, collection: str) -> bool:
-        with self._condition:
-            return collection in self._admitted
-
-    def release(self, collection: str) -> None:
-        """``collection``'s load is no longer committing: its attempt failed (its rows are undone), or the caller
-        holds its result."""
-        with self._condition:
-            self._admitted.discard(collection)
-            self._condition.notify_all()
 
 
 class MongoDltLoader:
@@ -337,14 +262,14 @@ class MongoDltLoader:
         table = root_table(collection.table_name)
         cursor_field = collection.incremental.cursor_field if collection.incremental else None
         cursor_before = last_value(pipeline.state, collection.table_name, cursor_field) if cursor_field else None
-        stats = ExtractStats(on_progress=_ProgressLogger(label, log))
+        stats = ExtractStats(on_progress=ProgressLogger(label, log))
         chunked = collection.chunked and window is None  # a partition's window is one package
         resumed = ranges.in_progress(pipeline.state, collection.table_name) if chunked and not cursor_field else None
         if resumed is not None:
             first_load = resumed.first_load  # its chunks so far appended, and hold none of the rest
             log.info(f"{label}: resuming the snapshot started {resumed.started_at}: {resumed.documents:,} documents "
                      f"in {resumed.chunks} chunk(s) committed")
-        chunk_log = _ChunkLogger(label, log, stats, cursor_before is None)
+        chunk_log = ChunkLogger(label, log, stats, cursor_before is None)
         load_ids: list[str] = []
         schema_update: dict[str, Any] = {}
         while True:
@@ -612,76 +537,6 @@ def _remove_superseded_children(pipeline: dlt.Pipeline, collection: CollectionCo
         log.info(f"{label}: documents met twice by the read (updated while it ran) keep their newest version; "
                  "removed the older version's array elements: "
                  + ", ".join(f"{table}: {rows}" for table, rows in removed.items()))
-
-
-class _ChunkLogger:
-    """Logs each committed chunk: its documents, bytes and rate, and how far the read is, with an ETA from MongoDB's
-    estimate of the collection's size (for a snapshot, or an incremental read's first load)."""
-
-    def __init__(self, label: str, log: logging.Logger, stats: ExtractStats, whole_read: bool) -> None:
-        self.label = label
-        self.log = log
-        self.stats = stats
-        self.whole_read = whole_read
-        self.chunks = 0
-        self.run_started = self.chunk_started = time.monotonic()
-        self.documents = self.bytes = 0
-
-    def committed(self) -> None:
-        now = time.monotonic()
-        self.chunks += 1
-        stats = self.stats
-        documents = stats.documents - self.documents
-        size = stats.bytes - self.bytes
-        elapsed = max(now - self.chunk_started, 1e-9)
-        line = (f"{self.label}: chunk {self.chunks} committed: {documents:,} documents, {size / 1e6:,.1f} MB in "
-                f"{elapsed:.1f}s ({documents / elapsed:,.0f} documents/s)")
-        snapshot = stats.snapshot
-        done = snapshot.documents if snapshot is not None else stats.documents
-        estimate = stats.estimated_documents
-        if snapshot is not None:
-            line += f"; snapshot: {done:,} documents in {snapshot.chunks} chunk(s)"
-        if estimate and (snapshot is not None or self.whole_read) and not stats.read_complete:
-            rate = stats.documents / max(now - self.run_started, 1e-9)
-            left = max(estimate - done, 0)
-            line += f", about {min(done / estimate, 1):.0%} of ~{estimate:,}"
-            if rate > 0:
-                line += f", about {_duration(left / rate)} left"
-        elif stats.read_complete:
-            line += "; the read is complete"
-        self.log.info(line)
-        self.chunk_started, self.documents, self.bytes = now, stats.documents, stats.bytes
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
-
-
-class _ProgressLogger:
-    """Logs the running total of documents read at most every few seconds, from the second batch on: the first
-    batch's wait includes the server's query planning and sorting, which says nothing about the read's speed."""
-
-    def __init__(self, label: str, log: logging.Logger) -> None:
-        self.label = label
-        self.log = log
-        self.first_batch_at: float | None = None
-        self.first_batch_documents = 0
-        self.last_logged = 0.0
-
-    def __call__(self, documents: int) -> None:
-        now = time.monotonic()
-        if self.first_batch_at is None:
-            self.first_batch_at = self.last_logged = now
-            self.first_batch_documents = documents
-            return
-        if now - self.last_logged >= PROGRESS_LOG_EVERY_SECONDS:
-            self.last_logged = now
-            # the rate since the first batch arrived: documents per second of reading, not of waiting to start
-            elapsed = now - self.first_batch_at
-            rate = (documents - self.first_batch_documents) / elapsed if elapsed > 0 else 0.0
-            self.log.info(f"{self.label}: {documents:,} documents read ({rate:,.0f}/s)")
 
 
 def _load_through_schema_races(

@@ -23,7 +23,8 @@ import pytest
 from dagster._core.workspace.context import WorkspaceRequestContext
 
 from mongodb_dlt.config import load_config
-from mongodb_dlt.load.loader import LoadStop, LoadStopped, MongoDltLoader
+from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.load.stopping import LoadStop, LoadStopped
 from mongodb_dlt.testing import MongoStandIn
 from mongodb_dlt_tests.conftest import Project
 from mongodb_dlt_tests.e2e.dagster_runs import (

@@ -23,8 +23,9 @@ from mongodb_dlt.config import CollectionConfig, load_config
 from mongodb_dlt.errors import ConfigError
 from mongodb_dlt.extract import ranges
 from mongodb_dlt.extract.bson_arrow import CODEC_OPTIONS, identity
-from mongodb_dlt.load import loader as loader_module
-from mongodb_dlt.load.loader import LoadStop, MongoDltLoader
+from mongodb_dlt.load import progress
+from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.load.stopping import LoadStop
 from mongodb_dlt.naming import pipeline_name
 from mongodb_dlt.results import CollectionLoadResult
 from mongodb_dlt.testing import MongoStandIn
@@ -83,14 +84,14 @@ class Loads:
 def chunk_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Callable[[int], None]]]:
     """Callbacks run as each chunk commits, with the chunk's number in its run."""
     hooks: list[Callable[[int], None]] = []
-    committed = loader_module._ChunkLogger.committed
+    committed = progress.ChunkLogger.committed
 
-    def with_hooks(self: loader_module._ChunkLogger) -> None:
+    def with_hooks(self: progress.ChunkLogger) -> None:
         committed(self)
         for hook in hooks:
             hook(self.chunks)
 
-    monkeypatch.setattr(loader_module._ChunkLogger, "committed", with_hooks)
+    monkeypatch.setattr(progress.ChunkLogger, "committed", with_hooks)
     yield hooks
 
 

@@ -22,7 +22,8 @@ from mongodb_dlt.errors import describe_error, is_transient
 from mongodb_dlt.extract.bson_arrow import locate_conversion_error
 from mongodb_dlt.extract.source import conversion_settings, mongodb_collection
 from mongodb_dlt.load.destination import LoadDestination
-from mongodb_dlt.load.loader import MongoDltLoader, _ProgressLogger
+from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.load.progress import ProgressLogger
 from mongodb_dlt.load.warehouse import count_rows
 from mongodb_dlt.results import RowCounts
 from mongodb_dlt.testing import MongoStandIn, commands
@@ -161,7 +162,7 @@ def test_transient_errors_are_retried_until_attempts_run_out(
 def test_progress_is_logged_while_a_collection_loads(
     tmp_path: Path, standin: MongoStandIn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("mongodb_dlt.load.loader.PROGRESS_LOG_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr("mongodb_dlt.load.progress.PROGRESS_LOG_EVERY_SECONDS", 0.0)
     standin.client.shop.orders.insert_many([{"n": i} for i in range(30)])
     loader, orders = _collection_config(tmp_path, "{}")
     with caplog.at_level(logging.INFO, logger="mongodb_dlt.load.loader"):
@@ -177,11 +178,11 @@ def test_the_progress_rate_counts_from_the_first_batch(monkeypatch: pytest.Monke
     # a first batch of 1,000 documents after a long wait, then 1,000 documents/s: the wait never dilutes the rate,
     # and no line comes before there is a rate to show
     clock = iter([160.0, 161.0, 172.0])
-    monkeypatch.setattr("mongodb_dlt.load.loader.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("mongodb_dlt.load.progress.time.monotonic", lambda: next(clock))
     lines: list[str] = []
     log = logging.getLogger("progress")
     monkeypatch.setattr(log, "info", lines.append)
-    progress = _ProgressLogger("shop.orders", log)
+    progress = ProgressLogger("shop.orders", log)
     for documents in (1_000, 2_000, 13_000):
         progress(documents)
     assert lines == ["shop.orders: 13,000 documents read (1,000/s)"]

@@ -21,7 +21,8 @@ from mongodb_dlt.factory import (
     LOADER_RESOURCE_KEY,
     dlt_asset_factory,
 )
-from mongodb_dlt.load.loader import LoadStop, MongoDltLoader
+from mongodb_dlt.load.loader import MongoDltLoader
+from mongodb_dlt.load.stopping import LoadStop
 from mongodb_dlt.results import CollectionLoadResult, ExtractStats
 
 YAML = """
