@@ -191,15 +191,7 @@ class MongoDltLoader:
                                 "from there)")
                 if attempt >= attempts or not is_transient(error) or stopping:
                     log.error(f"{collection.database}.{collection.name}: failed after {attempt} attempt(s): {message}")
-                    return CollectionLoadResult(
-                        database=collection.database,
-                        collection=collection.name,
-                        dataset_name=dataset_name,
-                        table_name=collection.table_name,
-                        duration_seconds=time.monotonic() - started,
-                        attempts=attempt,
-                        error=message,
-                    )
+                    return _unloaded(collection, dataset_name, started, attempt, message)
                 delay = collection.retries.backoff_seconds * 2 ** (attempt - 1)
                 log.warning(
                     f"{collection.database}.{collection.name}: attempt {attempt}/{attempts} failed"
@@ -442,6 +434,13 @@ def _stopped(
         message = (f"stopped between two chunks of its read (the run was terminated): the {len(committed)} chunk(s) "
                    "committed stay, and the next run reads on from there")
     log.warning(f"{collection.database}.{collection.name}: {message}")
+    return _unloaded(collection, dataset_name, started, attempt, message)
+
+
+def _unloaded(
+    collection: CollectionConfig, dataset_name: str, started: float, attempt: int, message: str
+) -> CollectionLoadResult:
+    """The result of a load that failed or was stopped: ``message`` says why."""
     return CollectionLoadResult(
         database=collection.database,
         collection=collection.name,
